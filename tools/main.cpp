@@ -1,0 +1,38 @@
+// fp4moe - the command-line program.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+
+namespace {
+void usage() {
+  std::printf(
+      "fp4moe %s - NVFP4 Mixture-of-Experts layers\n\n"
+      "usage: fp4moe <command> [options]\n"
+      "  run    run one MoE layer (default: qwen3-30b-a3b, 16 tokens) and report accuracy and time\n"
+      "         --preset NAME --tokens N --mode w4a16|w4a4|both --seed S --json FILE\n"
+      "  info   version, build options, GPUs and backends\n",
+      FP4MOE_VERSION);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+    usage();
+    return args.empty() ? 2 : 0;
+  }
+  const std::string cmd = args[0];
+  args.erase(args.begin());
+  try {
+    if (cmd == "run") return fp4moe::cli::cmd_run(args);
+    if (cmd == "info") return fp4moe::cli::cmd_info(args);
+    std::fprintf(stderr, "fp4moe: command: expected run or info, got \"%s\"\n", cmd.c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fp4moe %s: error: %s\n", cmd.c_str(), e.what());
+    return 1;
+  }
+}
