@@ -1,0 +1,1 @@
+// fp4moe tune (placeholder until written)
