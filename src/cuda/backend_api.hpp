@@ -1,0 +1,51 @@
+// fp4moe internal: the host-side interface every CUDA MoE backend implements. No CUDA headers
+// here (streams are passed as void*), so the selection layer and the public APIs compile
+// without nvcc. Implementations live in src/cuda/*.cu.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "fp4moe/moe.hpp"
+
+namespace fp4moe::cuda {
+
+// One prepared MoE layer on one GPU for one backend. Construction prepares the weights once
+// (from the on-disk linear NVFP4 layout, host or device pointers) and sizes the workspace
+// from max_tokens; forward() then allocates nothing, never synchronizes the host, and is
+// safe to capture in a CUDA graph. One instance must not run forward() concurrently on two
+// streams (it owns one workspace); distinct instances are independent.
+class MoeKernel {
+ public:
+  virtual ~MoeKernel() = default;
+  virtual const char* name() const = 0;
+  // x [T, H] bf16, topk_ids [T, k] int32, topk_weights [T, k] f32, out [T, H] bf16: device
+  // pointers. T <= max_tokens. Pairs whose expert id lies outside [0, E) contribute nothing
+  // (they are skipped, never read out of bounds) and raise the error flag below.
+  virtual void forward(const void* x, const int32_t* topk_ids, const float* topk_weights, int64_t tokens, void* out,
+                       void* stream) = 0;
+  virtual int64_t max_tokens() const = 0;
+  virtual size_t weight_bytes() const = 0;     // prepared weights on the device
+  virtual size_t workspace_bytes() const = 0;  // per-call scratch, sized at construction
+  // Device flag set by forward() when a routed expert id was out of range (read it after a
+  // synchronization; reading resets it). Returns the number of such pairs seen.
+  virtual int64_t take_invalid_id_count() = 0;
+};
+
+// Where the weights given to a factory live.
+enum class WeightsOn : uint8_t { Host, Device };
+
+// The fused single-launch decode backend (1..64 tokens).
+std::unique_ptr<MoeKernel> make_decode_kernel(const MoeSpec& spec, const MoeWeights& weights, WeightsOn where,
+                                              int64_t max_tokens, int device);
+inline constexpr int64_t kDecodeMaxTokens = 64;
+
+// The prefill backend (hundreds to tens of thousands of tokens): routed pairs grouped by
+// expert on the GPU, FC1 and FC2 as grouped GEMMs over all experts with the NVFP4 weights
+// dequantized exactly to bf16 in the kernel, fixed-order combine. Workspace is sized from
+// max_tokens (it holds an fp32 term per routed pair: max_tokens * topk * H * 4 bytes).
+std::unique_ptr<MoeKernel> make_prefill_kernel(const MoeSpec& spec, const MoeWeights& weights, WeightsOn where,
+                                               int64_t max_tokens, int device);
+
+}  // namespace fp4moe::cuda

@@ -1,0 +1,517 @@
+// fp4moe: the prefill backend (hundreds to tens of thousands of tokens).
+//
+// One forward() is a fixed sequence of launches, all sized from max_tokens (CUDA-graph safe,
+// no host read of device counts, no allocation):
+//   1. route_count / route_scan / route_scatter: group the routed pairs by expert on the GPU
+//      (per-expert counts, slot offsets, tile schedule); ids outside [0, E) are counted in a
+//      device flag and skipped.
+//   2. W4A4 only: quantize the FC1 input per 16-block (per token when every expert shares one
+//      a13_scale, per pair otherwise).
+//   3. FC1 grouped GEMM over all experts' tiles (persistent), activation + bf16 rounding (+ W4A4
+//      re-quantization) fused into its epilogue, h written per slot.
+//   4. FC2 grouped GEMM, epilogue writes term[p] = w[p] * z[p] in fp32.
+//   5. combine: out[t] = bf16(sum over j in order of term[t * k + j]) - the reference's order,
+//      so the result is bitwise reproducible.
+// The prefill weight layout (prepared once on the GPU at construction) is this file's own:
+//   codes  [E][nt][kc][128 rows][32 B]: per row and 64-wide K chunk, thread q (0..3) of an
+//          mma B fragment finds its 16 nibbles in bytes [8q, 8q + 8) (see prefill_gemm.cuh)
+//   scales [E][nt][kc][128 rows][4]: bf16x2 pairs of (e4m3 block scale * 2^110)
+// FC1 rows are reordered for SwiGLU so that each (gate, up) pair sits in adjacent columns.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cuda/backend_api.hpp"
+#include "cuda/common.cuh"
+#include "cuda/prefill_gemm.cuh"
+#include "fp4moe/error.hpp"
+#include "fp4moe/format.hpp"
+
+namespace fp4moe::cuda {
+namespace prefill {
+namespace {
+
+constexpr int kMaxExperts = 512;
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// ---- weight preparation ----
+// src: [E][rows][K/2] packed, src_scale [E][rows][K/16]; row_map[r] = source row of prepared row
+// r (or -1 for a zero row). Writes the layout described at the top of the file.
+__global__ void prepare_codes_kernel(const uint8_t* __restrict__ src, const int* __restrict__ row_map, int64_t E,
+                                     int64_t src_rows, int64_t K, int nt, int kc, uint8_t* __restrict__ dst) {
+  // one thread per (e, prepared row, kc, q): 8 output bytes
+  const int64_t n_items = E * nt * 128LL * kc * 4;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n_items;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int q = static_cast<int>(idx & 3);
+    int64_t rest = idx >> 2;
+    const int c = static_cast<int>(rest % kc);
+    rest /= kc;
+    const int r = static_cast<int>(rest % (nt * 128LL));
+    const int64_t e = rest / (nt * 128LL);
+    const int sr = row_map[r];
+    uint32_t words[2] = {0, 0};
+    for (int wi = 0; wi < 2; ++wi)
+      for (int jj = 0; jj < 4; ++jj) {
+        const int kb = wi * 2 + (jj >> 1);
+        const int64_t k = static_cast<int64_t>(c) * kBK + kb * 16 + (jj & 1) * 8 + 2 * q;
+        uint32_t byte = 0;
+        if (sr >= 0 && k < K) byte = src[(e * src_rows + sr) * (K / 2) + k / 2];
+        words[wi] |= (byte & 0xFu) << (4 * jj);
+        words[wi] |= (byte >> 4) << (16 + 4 * jj);
+      }
+    const int nt_i = r / 128, rl = r % 128;
+    uint8_t* d = dst + (((e * nt + nt_i) * kc + c) * 128 + rl) * 32 + q * 8;
+    reinterpret_cast<uint2*>(d)[0] = make_uint2(words[0], words[1]);
+  }
+}
+
+__global__ void prepare_scales_kernel(const uint8_t* __restrict__ src_scale, const int* __restrict__ row_map,
+                                      int64_t E, int64_t src_rows, int64_t K, int nt, int kc,
+                                      uint32_t* __restrict__ dst) {
+  const int64_t n_items = E * nt * 128LL * kc;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n_items;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int c = static_cast<int>(idx % kc);
+    int64_t rest = idx / kc;
+    const int r = static_cast<int>(rest % (nt * 128LL));
+    const int64_t e = rest / (nt * 128LL);
+    const int sr = row_map[r];
+    uint32_t out[4];
+    for (int kb = 0; kb < 4; ++kb) {
+      const int64_t k = static_cast<int64_t>(c) * kBK + kb * 16;
+      float s = 0.0f;
+      if (sr >= 0 && k < K) {
+        const uint8_t b = src_scale[(e * src_rows + sr) * (K / 16) + k / 16];
+        s = __half2float(__half(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3)));
+      }
+      const float sv = s * 1.2980742146337069e33f;  // * 2^110: exact
+      const uint32_t bits = __float_as_uint(sv);
+      uint32_t b16 = bits >> 16;                    // exact (low bits are zero) or NaN
+      if (sv != sv) b16 = 0x7fc0u;
+      out[kb] = b16 | (b16 << 16);
+    }
+    const int nt_i = r / 128, rl = r % 128;
+    uint32_t* d = dst + (((e * nt + nt_i) * kc + c) * 128 + rl) * 4;
+    reinterpret_cast<uint4*>(d)[0] = make_uint4(out[0], out[1], out[2], out[3]);
+  }
+}
+
+// ---- routing ----
+__global__ void route_count_kernel(const int32_t* __restrict__ ids, int np, int E, int* __restrict__ counts,
+                                   unsigned long long* __restrict__ invalid) {
+  __shared__ int hist[kMaxExperts];
+  for (int i = threadIdx.x; i < E; i += blockDim.x) hist[i] = 0;
+  __syncthreads();
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  if (p < np) {
+    const int e = ids[p];
+    if (e >= 0 && e < E) atomicAdd(&hist[e], 1);
+    else atomicAdd(invalid, 1ULL);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < E; i += blockDim.x)
+    if (hist[i]) atomicAdd(&counts[i], hist[i]);
+}
+
+// One thread: E <= 512 serial prefix sums (a few microseconds, negligible at prefill sizes).
+__global__ void route_scan_kernel(const int* __restrict__ counts, int E, int bm, int nt1, int nt2,
+                                  int* __restrict__ offsets, int* __restrict__ cursor, int* __restrict__ tstart1,
+                                  int* __restrict__ tstart2) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  int off = 0, t1 = 0, t2 = 0;
+  for (int e = 0; e < E; ++e) {
+    const int c = counts[e];
+    offsets[e] = off;
+    cursor[e] = off;
+    tstart1[e] = t1;
+    tstart2[e] = t2;
+    const int mt = (c + bm - 1) / bm;
+    off += c;
+    t1 += mt * nt1;
+    t2 += mt * nt2;
+  }
+  offsets[E] = off;
+  tstart1[E] = t1;
+  tstart2[E] = t2;
+}
+
+// The order of pairs inside an expert's slot range is not deterministic, and does not need
+// to be: every row of a GEMM tile is computed independently of the others, and the combine
+// reads terms by pair index.
+__global__ void route_scatter_kernel(const int32_t* __restrict__ ids, int np, int E, int* __restrict__ cursor,
+                                     int* __restrict__ sorted_pair) {
+  __shared__ int hist[kMaxExperts];
+  __shared__ int base[kMaxExperts];
+  for (int i = threadIdx.x; i < E; i += blockDim.x) hist[i] = 0;
+  __syncthreads();
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  int e = -1, rank = 0;
+  if (p < np) {
+    e = ids[p];
+    if (e >= 0 && e < E) rank = atomicAdd(&hist[e], 1);
+    else e = -1;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < E; i += blockDim.x)
+    if (hist[i]) base[i] = atomicAdd(&cursor[i], hist[i]);
+  __syncthreads();
+  if (e >= 0) sorted_pair[base[e] + rank] = p;
+}
+
+// ---- W4A4 FC1 input quantization: one thread per 16-block ----
+__global__ void quantize_input_kernel(const __nv_bfloat16* __restrict__ x, int H, int topk, int rows,
+                                      const int32_t* __restrict__ ids, int E, const float* __restrict__ a13,
+                                      int per_pair, __nv_bfloat16* __restrict__ xq) {
+  const int nb = H / 16;
+  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<int64_t>(rows) * nb) return;
+  const int r = static_cast<int>(idx / nb), b = static_cast<int>(idx % nb);
+  float is = 1.0f;
+  int t = r;
+  if (per_pair) {
+    const int e = ids[r];
+    if (e < 0 || e >= E) return;
+    is = a13 ? a13[e] : 1.0f;
+    t = r / topk;
+  } else if (a13) {
+    is = a13[0];
+  }
+  const uint4* src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(t) * H + b * 16);
+  uint4 u[2] = {src[0], src[1]};
+  float v[16];
+  const __nv_bfloat16* hb = reinterpret_cast<const __nv_bfloat16*>(u);
+#pragma unroll
+  for (int i = 0; i < 16; ++i) v[i] = __bfloat162float(hb[i]);
+  quantize_block16(v, is);
+  __nv_bfloat16* ob = reinterpret_cast<__nv_bfloat16*>(u);
+#pragma unroll
+  for (int i = 0; i < 16; ++i) ob[i] = __float2bfloat16_rn(v[i]);
+  uint4* dst = reinterpret_cast<uint4*>(xq + static_cast<int64_t>(r) * H + b * 16);
+  dst[0] = u[0];
+  dst[1] = u[1];
+}
+
+// ---- combine: 4 outputs per thread, the reference's order ----
+__global__ void combine_kernel(const float* __restrict__ term, const int32_t* __restrict__ ids, int T, int k, int H,
+                               int E, __nv_bfloat16* __restrict__ out) {
+  const int q = H / 4;
+  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<int64_t>(T) * q) return;
+  const int t = static_cast<int>(idx / q), o = static_cast<int>(idx % q) * 4;
+  float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    const int64_t pr = static_cast<int64_t>(t) * k + j;
+    const int e = ids[pr];
+    if (e < 0 || e >= E) continue;
+    const float4 v = *reinterpret_cast<const float4*>(term + pr * H + o);
+    a0 = a0 + v.x;
+    a1 = a1 + v.y;
+    a2 = a2 + v.z;
+    a3 = a3 + v.w;
+  }
+  __nv_bfloat162 lo = __floats2bfloat162_rn(a0, a1), hi = __floats2bfloat162_rn(a2, a3);
+  uint2 pk;
+  pk.x = *reinterpret_cast<uint32_t*>(&lo);
+  pk.y = *reinterpret_cast<uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(out + static_cast<int64_t>(t) * H + o) = pk;
+}
+
+// ---- host side ----
+template <typename T>
+struct DevArray {
+  T* p = nullptr;
+  size_t n = 0;
+  DevArray() = default;
+  DevArray(const DevArray&) = delete;
+  DevArray& operator=(const DevArray&) = delete;
+  ~DevArray() {
+    if (p) cudaFree(p);
+  }
+  void alloc(size_t count) {
+    n = count;
+    if (count) FP4MOE_CUDA_CHECK(cudaMalloc(&p, count * sizeof(T)));
+  }
+  size_t bytes() const { return n * sizeof(T); }
+};
+
+std::vector<float> small_to_host(const TensorView& t, WeightsOn where, int64_t E) {
+  std::vector<float> v;
+  if (t.data == nullptr) return v;
+  const size_t n = t.shape.empty() ? 1 : static_cast<size_t>(t.shape[0]);
+  v.resize(n);
+  if (where == WeightsOn::Host) std::memcpy(v.data(), t.data, n * sizeof(float));
+  else FP4MOE_CUDA_CHECK(cudaMemcpy(v.data(), t.data, n * sizeof(float), cudaMemcpyDeviceToHost));
+  if (n == 1 && E > 1) v.assign(static_cast<size_t>(E), v[0]);
+  return v;
+}
+
+class PrefillKernel final : public MoeKernel {
+ public:
+  PrefillKernel(const MoeSpec& spec, const MoeWeights& w, WeightsOn where, int64_t max_tokens, int device)
+      : spec_(spec), max_tokens_(max_tokens), device_(device) {
+    validate_weights(spec, w);
+    FP4MOE_CHECK_ARG(spec.experts <= kMaxExperts, "experts (E)", "<= 512 for the prefill backend", spec.experts);
+    FP4MOE_CHECK_ARG(max_tokens > 0, "max_tokens", "> 0", max_tokens);
+    FP4MOE_CHECK_ARG(max_tokens * spec.topk < (1LL << 30), "max_tokens * topk", "< 2^30", max_tokens * spec.topk);
+    FP4MOE_CUDA_CHECK(cudaSetDevice(device));
+    cudaDeviceProp prop{};
+    FP4MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    FP4MOE_CHECK_ARG(prop.major >= 8, "device", "compute capability >= 8.0", prop.major * 10 + prop.minor);
+    sms_ = prop.multiProcessorCount;
+
+    const int64_t E = spec.experts, H = spec.hidden, I = spec.inter, N1 = spec.n1();
+    const bool swiglu = spec.activation == Activation::SwiGLU;
+    a4_ = spec.mode == Mode::W4A4;
+    ih_ = swiglu ? round_up(I, 64) : round_up(I, kBN);
+    const int64_t np1 = swiglu ? 2 * ih_ : ih_;
+    nt1_ = static_cast<int>(np1 / kBN);
+    kc1_ = static_cast<int>(round_up(H, kBK) / kBK);
+    nt2_ = static_cast<int>(round_up(H, kBN) / kBN);
+    kc2_ = static_cast<int>(ih_ / kBK);
+
+    // row maps
+    std::vector<int> map1(static_cast<size_t>(np1), -1), map2(static_cast<size_t>(nt2_) * kBN, -1);
+    for (int64_t r = 0; r < np1; ++r) {
+      if (swiglu) {
+        const int64_t i = r / 2;
+        if (i >= I) continue;
+        const bool gate = (r % 2) == 0;
+        const bool gate_first = spec.gate_up_order == GateUpOrder::GateUp;
+        map1[static_cast<size_t>(r)] = static_cast<int>((gate == gate_first) ? i : I + i);
+      } else if (r < I) {
+        map1[static_cast<size_t>(r)] = static_cast<int>(r);
+      }
+    }
+    for (int64_t r = 0; r < H; ++r) map2[static_cast<size_t>(r)] = static_cast<int>(r);
+
+    codes1_.alloc(static_cast<size_t>(E) * nt1_ * kc1_ * kBN * 32);
+    scales1_.alloc(static_cast<size_t>(E) * nt1_ * kc1_ * kBN * 4);
+    codes2_.alloc(static_cast<size_t>(E) * nt2_ * kc2_ * kBN * 32);
+    scales2_.alloc(static_cast<size_t>(E) * nt2_ * kc2_ * kBN * 4);
+    prepare(w.w13, w.w13_scale, where, map1, N1, H, nt1_, kc1_, codes1_.p, scales1_.p);
+    prepare(w.w2, w.w2_scale, where, map2, H, I, nt2_, kc2_, codes2_.p, scales2_.p);
+
+    // epilogue scales
+    const std::vector<float> g13 = small_to_host(w.w13_scale_2, where, E), g2 = small_to_host(w.w2_scale_2, where, E);
+    std::vector<float> a13 = small_to_host(w.a13_scale, where, E), a2 = small_to_host(w.a2_scale, where, E);
+    std::vector<float> s1(static_cast<size_t>(E)), s2(static_cast<size_t>(E)), a2v(static_cast<size_t>(E), 1.0f);
+    for (int64_t e = 0; e < E; ++e) {
+      const size_t u = static_cast<size_t>(e);
+      const float ga = a4_ && !a13.empty() ? g13[u] * a13[u] : g13[u];
+      const float gb = a4_ && !a2.empty() ? g2[u] * a2[u] : g2[u];
+      s1[u] = ga * kScaleBias;
+      s2[u] = gb * kScaleBias;
+      if (!a2.empty()) a2v[u] = a2[u];
+    }
+    gs1_.alloc(static_cast<size_t>(E));
+    gs2_.alloc(static_cast<size_t>(E));
+    a2s_.alloc(static_cast<size_t>(E));
+    FP4MOE_CUDA_CHECK(cudaMemcpy(gs1_.p, s1.data(), s1.size() * 4, cudaMemcpyHostToDevice));
+    FP4MOE_CUDA_CHECK(cudaMemcpy(gs2_.p, s2.data(), s2.size() * 4, cudaMemcpyHostToDevice));
+    FP4MOE_CUDA_CHECK(cudaMemcpy(a2s_.p, a2v.data(), a2v.size() * 4, cudaMemcpyHostToDevice));
+    if (a4_) {
+      per_pair_quant_ = false;
+      for (float v : a13)
+        if (v != a13[0]) per_pair_quant_ = true;
+      if (!a13.empty()) {
+        a13s_.alloc(static_cast<size_t>(E));
+        FP4MOE_CUDA_CHECK(cudaMemcpy(a13s_.p, a13.data(), a13.size() * 4, cudaMemcpyHostToDevice));
+      }
+    }
+
+    // workspace
+    const int64_t npmax = max_tokens * spec.topk;
+    meta_.alloc(static_cast<size_t>(5 * E + 3));
+    sorted_.alloc(static_cast<size_t>(npmax));
+    if (a4_) xq_.alloc(static_cast<size_t>((per_pair_quant_ ? npmax : max_tokens) * H));
+    h_.alloc(static_cast<size_t>(npmax * ih_));
+    term_.alloc(static_cast<size_t>(npmax * H));
+    invalid_.alloc(1);
+    FP4MOE_CUDA_CHECK(cudaMemset(invalid_.p, 0, sizeof(unsigned long long)));
+
+    // kernels: opt into the shared memory they need, size the persistent grids
+    const auto setup = [&](auto kern, int bm_smem, int& grid) {
+      FP4MOE_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bm_smem));
+      int occ = 0;
+      FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, kThreads, bm_smem));
+      grid = std::max(1, occ) * sms_;
+    };
+    if (swiglu) {
+      setup(grouped_gemm_kernel<128, kEpiSwiGLU>, GemmShape<128>::kSmem, grid1_[1]);
+      setup(grouped_gemm_kernel<64, kEpiSwiGLU>, GemmShape<64>::kSmem, grid1_[0]);
+    } else {
+      setup(grouped_gemm_kernel<128, kEpiReLU2>, GemmShape<128>::kSmem, grid1_[1]);
+      setup(grouped_gemm_kernel<64, kEpiReLU2>, GemmShape<64>::kSmem, grid1_[0]);
+    }
+    setup(grouped_gemm_kernel<128, kEpiFc2>, GemmShape<128>::kSmem, grid2_[1]);
+    setup(grouped_gemm_kernel<64, kEpiFc2>, GemmShape<64>::kSmem, grid2_[0]);
+    FP4MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  const char* name() const override { return "prefill-mma-sm80"; }
+  int64_t max_tokens() const override { return max_tokens_; }
+  size_t weight_bytes() const override {
+    return codes1_.bytes() + scales1_.bytes() + codes2_.bytes() + scales2_.bytes();
+  }
+  size_t workspace_bytes() const override {
+    return meta_.bytes() + sorted_.bytes() + xq_.bytes() + h_.bytes() + term_.bytes();
+  }
+  int64_t take_invalid_id_count() override {
+    unsigned long long v = 0;
+    FP4MOE_CUDA_CHECK(cudaMemcpy(&v, invalid_.p, sizeof(v), cudaMemcpyDeviceToHost));
+    FP4MOE_CUDA_CHECK(cudaMemset(invalid_.p, 0, sizeof(v)));
+    return static_cast<int64_t>(v);
+  }
+
+  void forward(const void* x, const int32_t* ids, const float* wts, int64_t tokens, void* out,
+               void* stream_v) override {
+    FP4MOE_CHECK_ARG(tokens >= 0 && tokens <= max_tokens_, "tokens", "0..max_tokens", tokens);
+    if (tokens == 0) return;
+    cudaStream_t st = static_cast<cudaStream_t>(stream_v);
+    const int E = static_cast<int>(spec_.experts), H = static_cast<int>(spec_.hidden), k = static_cast<int>(spec_.topk);
+    const int T = static_cast<int>(tokens), np = T * k;
+    // tile height from the average rows per expert (a host value: graph safe)
+    const bool big = static_cast<int64_t>(np) >= 96LL * E;
+    const int bm = big ? 128 : 64;
+
+    int* counts = meta_.p;
+    int* cursor = counts + E;
+    int* offsets = cursor + E;
+    int* tstart1 = offsets + E + 1;
+    int* tstart2 = tstart1 + E + 1;
+    FP4MOE_CUDA_CHECK(cudaMemsetAsync(counts, 0, static_cast<size_t>(E) * sizeof(int), st));
+    const int rblocks = (np + 255) / 256;
+    route_count_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, counts, invalid_.p);
+    route_scan_kernel<<<1, 32, 0, st>>>(counts, E, bm, nt1_, nt2_, offsets, cursor, tstart1, tstart2);
+    route_scatter_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, cursor, sorted_.p);
+    FP4MOE_CUDA_CHECK(cudaGetLastError());
+
+    const __nv_bfloat16* xa = static_cast<const __nv_bfloat16*>(x);
+    int mode1 = 0;
+    if (a4_) {
+      const int rows = per_pair_quant_ ? np : T;
+      const int64_t n = static_cast<int64_t>(rows) * (H / 16);
+      quantize_input_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, st>>>(xa, H, k, rows, ids, E, a13s_.p,
+                                                                                 per_pair_quant_ ? 1 : 0, xq_.p);
+      FP4MOE_CUDA_CHECK(cudaGetLastError());
+      xa = xq_.p;
+      mode1 = per_pair_quant_ ? 1 : 0;
+    }
+
+    const int64_t worst_m = (np + bm - 1) / bm + E;  // worst-case m tiles over all experts
+    GemmParams p1{};
+    p1.a = xa;
+    p1.a_stride = H;
+    p1.a_cols = H;
+    p1.a_row_mode = mode1;
+    p1.topk = k;
+    p1.w_codes = codes1_.p;
+    p1.w_scales = scales1_.p;
+    p1.nt = nt1_;
+    p1.kc = kc1_;
+    p1.sorted_pair = sorted_.p;
+    p1.offsets = offsets;
+    p1.tile_start = tstart1;
+    p1.experts = E;
+    p1.gscale = gs1_.p;
+    p1.a2_scale = a2s_.p;
+    p1.quant_out = a4_ ? 1 : 0;
+    p1.h = h_.p;
+    p1.h_stride = ih_;
+    const int g1 = static_cast<int>(std::min<int64_t>(grid1_[big], worst_m * nt1_));
+    const bool swiglu = spec_.activation == Activation::SwiGLU;
+    if (swiglu) {
+      if (big) grouped_gemm_kernel<128, kEpiSwiGLU><<<g1, kThreads, GemmShape<128>::kSmem, st>>>(p1);
+      else grouped_gemm_kernel<64, kEpiSwiGLU><<<g1, kThreads, GemmShape<64>::kSmem, st>>>(p1);
+    } else {
+      if (big) grouped_gemm_kernel<128, kEpiReLU2><<<g1, kThreads, GemmShape<128>::kSmem, st>>>(p1);
+      else grouped_gemm_kernel<64, kEpiReLU2><<<g1, kThreads, GemmShape<64>::kSmem, st>>>(p1);
+    }
+    FP4MOE_CUDA_CHECK(cudaGetLastError());
+
+    GemmParams p2{};
+    p2.a = h_.p;
+    p2.a_stride = ih_;
+    p2.a_cols = static_cast<int>(ih_);
+    p2.a_row_mode = 2;
+    p2.topk = k;
+    p2.w_codes = codes2_.p;
+    p2.w_scales = scales2_.p;
+    p2.nt = nt2_;
+    p2.kc = kc2_;
+    p2.sorted_pair = sorted_.p;
+    p2.offsets = offsets;
+    p2.tile_start = tstart2;
+    p2.experts = E;
+    p2.gscale = gs2_.p;
+    p2.term = term_.p;
+    p2.topk_w = wts;
+    p2.out_cols = H;
+    const int g2 = static_cast<int>(std::min<int64_t>(grid2_[big], worst_m * nt2_));
+    if (big) grouped_gemm_kernel<128, kEpiFc2><<<g2, kThreads, GemmShape<128>::kSmem, st>>>(p2);
+    else grouped_gemm_kernel<64, kEpiFc2><<<g2, kThreads, GemmShape<64>::kSmem, st>>>(p2);
+    FP4MOE_CUDA_CHECK(cudaGetLastError());
+
+    const int64_t nc = static_cast<int64_t>(T) * (H / 4);
+    combine_kernel<<<static_cast<unsigned>((nc + 255) / 256), 256, 0, st>>>(term_.p, ids, T, k, H, E,
+                                                                          static_cast<__nv_bfloat16*>(out));
+    FP4MOE_CUDA_CHECK(cudaGetLastError());
+  }
+
+ private:
+  void prepare(const TensorView& codes, const TensorView& scales, WeightsOn where, const std::vector<int>& map,
+               int64_t src_rows, int64_t K, int nt, int kc, uint8_t* dst_codes, uint32_t* dst_scales) {
+    const int64_t E = spec_.experts;
+    const size_t cbytes = static_cast<size_t>(E * src_rows * K / 2), sbytes = static_cast<size_t>(E * src_rows * K / 16);
+    DevArray<uint8_t> tmp_c, tmp_s;
+    const uint8_t* dc = codes.as<uint8_t>();
+    const uint8_t* ds = scales.as<uint8_t>();
+    if (where == WeightsOn::Host) {
+      tmp_c.alloc(cbytes);
+      tmp_s.alloc(sbytes);
+      FP4MOE_CUDA_CHECK(cudaMemcpy(tmp_c.p, dc, cbytes, cudaMemcpyHostToDevice));
+      FP4MOE_CUDA_CHECK(cudaMemcpy(tmp_s.p, ds, sbytes, cudaMemcpyHostToDevice));
+      dc = tmp_c.p;
+      ds = tmp_s.p;
+    }
+    DevArray<int> dmap;
+    dmap.alloc(map.size());
+    FP4MOE_CUDA_CHECK(cudaMemcpy(dmap.p, map.data(), map.size() * sizeof(int), cudaMemcpyHostToDevice));
+    prepare_codes_kernel<<<sms_ * 8, 256>>>(dc, dmap.p, E, src_rows, K, nt, kc, dst_codes);
+    FP4MOE_CUDA_CHECK(cudaGetLastError());
+    prepare_scales_kernel<<<sms_ * 8, 256>>>(ds, dmap.p, E, src_rows, K, nt, kc, dst_scales);
+    FP4MOE_CUDA_CHECK(cudaGetLastError());
+    FP4MOE_CUDA_CHECK(cudaDeviceSynchronize());  // before the temporaries go
+  }
+
+  MoeSpec spec_;
+  int64_t max_tokens_;
+  int device_;
+  int sms_ = 0;
+  bool a4_ = false, per_pair_quant_ = false;
+  int64_t ih_ = 0;
+  int nt1_ = 0, kc1_ = 0, nt2_ = 0, kc2_ = 0;
+  int grid1_[2] = {0, 0}, grid2_[2] = {0, 0};
+  DevArray<uint8_t> codes1_, codes2_;
+  DevArray<uint32_t> scales1_, scales2_;
+  DevArray<float> gs1_, gs2_, a2s_, a13s_;
+  DevArray<int> meta_, sorted_;
+  DevArray<__nv_bfloat16> xq_, h_;
+  DevArray<float> term_;
+  DevArray<unsigned long long> invalid_;
+};
+
+}  // namespace
+}  // namespace prefill
+
+std::unique_ptr<MoeKernel> make_prefill_kernel(const MoeSpec& spec, const MoeWeights& weights, WeightsOn where,
+                                               int64_t max_tokens, int device) {
+  return std::make_unique<prefill::PrefillKernel>(spec, weights, where, max_tokens, device);
+}
+
+}  // namespace fp4moe::cuda

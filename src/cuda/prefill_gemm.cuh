@@ -1,0 +1,348 @@
+// fp4moe internal: the grouped GEMM of the prefill backend (mma.sync m16n8k16 bf16, cp.async
+// multi-stage pipeline, persistent tile loop over all experts' tiles). Compiles for sm_80 and
+// sm_90a.
+//
+// Roles: tokens (gathered rows, bf16) are the M side (A, row-major, via ldmatrix), expert
+// weights the N side (B). Weights arrive as NVFP4 codes in the prefill layout (see
+// prefill.cu, prepare_*) and are dequantized exactly to bf16 in registers, straight into the
+// B fragments:
+//   code e2m1 (sign s, 3 bits em3) -> bf16 bits (s << 15 | em3 << 6) = e2m1 * 2^-126 (a
+//   subnormal for the 0.5 code), times the prepared bf16 block scale s_e4m3 * 2^110 gives
+//   e2m1 * s_e4m3 * 2^-16 exactly (at most 6 significant bits, far inside bf16's range).
+// The 2^16 is given back in the fp32 epilogue together with the global scale, so the fp32
+// accumulation sees exactly the reference's products, scaled by a power of two.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+namespace fp4moe::cuda::prefill {
+
+constexpr int kBN = 128;      // weight rows (output columns) per tile
+constexpr int kBK = 64;       // K per pipeline stage
+constexpr int kStages = 4;    // cp.async pipeline depth
+constexpr int kThreads = 256; // 8 warps: 2 (M) x 4 (N)
+constexpr float kScaleBias = 65536.0f;  // 2^16, see the header comment
+
+enum Epi : int { kEpiSwiGLU = 0, kEpiReLU2 = 1, kEpiFc2 = 2 };
+
+struct GemmParams {
+  // A operand: row source depends on a_row_mode (0: token = pair / topk, 1: pair, 2: slot)
+  const __nv_bfloat16* a;
+  int64_t a_stride;  // elements
+  int a_cols;        // valid K of A; columns beyond are zero-filled
+  int a_row_mode;
+  int topk;
+  // B operand: prepared codes [E][nt][kc][128][32 B] and scales [E][nt][kc][128][4 x bf16x2]
+  const uint8_t* w_codes;
+  const uint32_t* w_scales;
+  int nt, kc;
+  // schedule (device, written by the routing kernels of this call)
+  const int* sorted_pair;  // [slots] pair index p = t * k + j
+  const int* offsets;      // [E + 1] first slot of each expert
+  const int* tile_start;   // [E + 1] first tile of each expert
+  int experts;
+  const float* gscale;     // [E] fp32 epilogue scale, including 2^16
+  // FC1 output
+  const float* a2_scale;   // [E] dequant-direction FC2 input scale (W4A4), or null
+  int quant_out;           // W4A4: re-quantize h per 16-block
+  __nv_bfloat16* h;
+  int64_t h_stride;
+  // FC2 output: term[p][o] = w[p] * z (fp32), o < out_cols
+  float* term;
+  const float* topk_w;
+  int out_cols;
+};
+
+// ---- PTX wrappers ----
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16-byte async copy; src_bytes 0 zero-fills the destination (rows past the end, K padding).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Nibble J of w is the low element, nibble J + 4 the high element of the bf16x2 result.
+template <int J>
+__device__ __forceinline__ uint32_t fp4x2_to_bf16x2(uint32_t w, uint32_t scale2) {
+  const uint32_t t = w >> (4 * J);
+  const uint32_t v = ((t << 6) & 0x01C001C0u) | ((t << 12) & 0x80008000u);
+  __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&v);
+  __nv_bfloat162 s = *reinterpret_cast<const __nv_bfloat162*>(&scale2);
+  __nv_bfloat162 r = __hmul2(a, s);  // exact: both are exact and the product fits
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
+// ---- NVFP4 activation quantization, bit-identical to fp4moe::quantize_activation_row ----
+__device__ __forceinline__ uint32_t e2m1_code(float x) {
+  if (isnan(x)) return 7u;
+  const uint32_t sign = x < 0.0f ? 8u : 0u;
+  const float a = fabsf(x);
+  uint32_t c;
+  if (a <= 0.25f) c = 0;
+  else if (a < 0.75f) c = 1;
+  else if (a <= 1.25f) c = 2;
+  else if (a < 1.75f) c = 3;
+  else if (a <= 2.5f) c = 4;
+  else if (a < 3.5f) c = 5;
+  else if (a <= 5.0f) c = 6;
+  else c = 7;
+  return sign | c;
+}
+__device__ __forceinline__ float e2m1_value(uint32_t c) {
+  constexpr float kMag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  float m = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) m = ((c & 7u) == static_cast<uint32_t>(i)) ? kMag[i] : m;
+  return (c & 8u) ? -m : m;
+}
+// v: 16 values in; out: e2m1(q) * s (without input_scale), exactly as the reference.
+__device__ __forceinline__ void quantize_block16(float (&v)[16], float input_scale) {
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  const float six_is = 6.0f * input_scale;
+  const __nv_fp8_storage_t sb = __nv_cvt_float_to_fp8(amax / six_is, __NV_SATFINITE, __NV_E4M3);
+  const float s = __half2float(__half(__nv_cvt_fp8_to_halfraw(sb, __NV_E4M3)));
+  const float denom = s * input_scale;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const uint32_t c = (s == 0.0f) ? 0u : e2m1_code(v[i] / denom);  // IEEE division (no fast-math)
+    v[i] = e2m1_value(c) * s;
+  }
+}
+
+// ---- the kernel ----
+template <int BM>
+struct GemmShape {
+  static constexpr int kWarpM = BM / 2;
+  static constexpr int kMT = kWarpM / 16;
+  static constexpr int kAStage = BM * kBK * 2;
+  static constexpr int kBStage = kBN * 32;
+  static constexpr int kSStage = kBN * 16;
+  static constexpr int kStage = kAStage + kBStage + kSStage;
+  static constexpr int kSmem = kStages * kStage;
+  static_assert(BM % 32 == 0 && kWarpM % 16 == 0, "BM");
+  static_assert(BM * (kBN + 8) * 2 <= kSmem, "epilogue tile must fit in the pipeline buffers");
+};
+
+template <int BM, int EPI>
+__global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const GemmParams p) {
+  using S = GemmShape<BM>;
+  constexpr int MT = S::kMT;
+  constexpr int NT8 = 4;  // n8 tiles per warp (32 columns)
+  constexpr int AR = BM / 32;  // A rows per thread per stage
+  extern __shared__ __align__(128) uint8_t smem[];
+  __shared__ int s_pair[BM];
+  __shared__ float s_w[BM];
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp >> 2, wn = warp & 3;
+  const int total = p.tile_start[p.experts];
+
+  for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+    int lo = 0, hi = p.experts - 1;  // the last expert whose first tile is <= tile
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (p.tile_start[mid] <= tile) lo = mid; else hi = mid - 1;
+    }
+    const int e = lo;
+    const int local = tile - p.tile_start[e];
+    const int mtile = local / p.nt, ntile = local - mtile * p.nt;
+    const int row0 = p.offsets[e] + mtile * BM;
+    const int rows = min(BM, p.offsets[e + 1] - row0);
+
+    if (EPI == kEpiFc2 && tid < BM) {
+      const int pr = tid < rows ? p.sorted_pair[row0 + tid] : -1;
+      s_pair[tid] = pr;
+      s_w[tid] = pr >= 0 ? p.topk_w[pr] : 0.0f;
+    }
+    const __nv_bfloat16* a_src[AR];
+    bool a_ok[AR];
+#pragma unroll
+    for (int i = 0; i < AR; ++i) {
+      const int r = (tid >> 3) + 32 * i;
+      a_ok[i] = r < rows;
+      a_src[i] = p.a;
+      if (a_ok[i]) {
+        const int slot = row0 + r;
+        int64_t arow;
+        if (p.a_row_mode == 2) arow = slot;
+        else {
+          const int pr = p.sorted_pair[slot];
+          arow = p.a_row_mode == 0 ? pr / p.topk : pr;
+        }
+        a_src[i] = p.a + arow * p.a_stride;
+      }
+    }
+    const size_t wblock = (static_cast<size_t>(e) * p.nt + ntile) * p.kc;
+
+    auto load_stage = [&](int stage, int kc) {
+      uint8_t* sa = smem + stage * S::kStage;
+      const int chunk = tid & 7;
+      const int kcol = kc * kBK + chunk * 8;
+#pragma unroll
+      for (int i = 0; i < AR; ++i) {
+        const int r = (tid >> 3) + 32 * i;
+        const bool ok = a_ok[i] && kcol < p.a_cols;
+        cp_async16(sa + r * 128 + ((chunk ^ (r & 7)) << 4), ok ? a_src[i] + kcol : p.a, ok ? 16 : 0);
+      }
+      const uint8_t* wc = p.w_codes + (wblock + kc) * (kBN * 32);
+      cp_async16(sa + S::kAStage + tid * 16, wc + tid * 16, 16);
+      if (tid < kBN) {
+        const uint8_t* ws = reinterpret_cast<const uint8_t*>(p.w_scales) + (wblock + kc) * (kBN * 16);
+        cp_async16(sa + S::kAStage + S::kBStage + tid * 16, ws + tid * 16, 16);
+      }
+    };
+
+    float acc[MT][NT8][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int j = 0; j < NT8; ++j)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.0f;
+
+    const int KC = p.kc;
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < KC) load_stage(s, s);
+      cp_async_commit();
+    }
+    for (int kc = 0; kc < KC; ++kc) {
+      cp_async_wait<kStages - 2>();
+      __syncthreads();
+      {
+        const int nk = kc + kStages - 1;
+        if (nk < KC) load_stage(nk % kStages, nk);
+        cp_async_commit();
+      }
+      const uint8_t* sa = smem + (kc % kStages) * S::kStage;
+      const uint8_t* sb = sa + S::kAStage;
+      const uint8_t* ss = sb + S::kBStage;
+      uint2 wq[NT8];
+      uint4 sc[NT8];
+#pragma unroll
+      for (int j = 0; j < NT8; ++j) {
+        const int n = wn * 32 + j * 8 + (lane >> 2);
+        wq[j] = *reinterpret_cast<const uint2*>(sb + n * 32 + (lane & 3) * 8);
+        sc[j] = *reinterpret_cast<const uint4*>(ss + n * 16);
+      }
+#pragma unroll
+      for (int kb = 0; kb < 4; ++kb) {
+        uint32_t af[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const int r = wm * S::kWarpM + mt * 16 + (lane & 15);
+          const int chunk = kb * 2 + (lane >> 4);
+          ldmatrix_x4(af[mt], sa + r * 128 + ((chunk ^ (r & 7)) << 4));
+        }
+#pragma unroll
+        for (int j = 0; j < NT8; ++j) {
+          const uint32_t w = kb < 2 ? wq[j].x : wq[j].y;
+          const uint32_t s2 = kb == 0 ? sc[j].x : kb == 1 ? sc[j].y : kb == 2 ? sc[j].z : sc[j].w;
+          uint32_t b0, b1;
+          if (kb & 1) {
+            b0 = fp4x2_to_bf16x2<2>(w, s2);
+            b1 = fp4x2_to_bf16x2<3>(w, s2);
+          } else {
+            b0 = fp4x2_to_bf16x2<0>(w, s2);
+            b1 = fp4x2_to_bf16x2<1>(w, s2);
+          }
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) mma_bf16(acc[mt][j], af[mt], b0, b1);
+        }
+      }
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // the pipeline buffers become the epilogue tile
+
+    const float g = p.gscale[e];
+    if constexpr (EPI == kEpiFc2) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < NT8; ++j)
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf) {
+            const int r = wm * S::kWarpM + mt * 16 + (lane >> 2) + hf * 8;
+            const int col = ntile * kBN + wn * 32 + j * 8 + (lane & 3) * 2;
+            if (r < rows && col < p.out_cols) {
+              const float z0 = acc[mt][j][hf * 2] * g, z1 = acc[mt][j][hf * 2 + 1] * g;
+              const float w = s_w[r];
+              float2 t;
+              t.x = w * z0;
+              t.y = w * z1;
+              *reinterpret_cast<float2*>(p.term + static_cast<int64_t>(s_pair[r]) * p.out_cols + col) = t;
+            }
+          }
+    } else {
+      constexpr int HC = EPI == kEpiSwiGLU ? kBN / 2 : kBN;  // h columns per tile
+      constexpr int HS = HC + 8;                             // padded smem row (elements)
+      __nv_bfloat16* hs = reinterpret_cast<__nv_bfloat16*>(smem);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < NT8; ++j)
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf) {
+            const int r = wm * S::kWarpM + mt * 16 + (lane >> 2) + hf * 8;
+            const int cl = wn * 32 + j * 8 + (lane & 3) * 2;
+            const float y0 = acc[mt][j][hf * 2] * g, y1 = acc[mt][j][hf * 2 + 1] * g;
+            if constexpr (EPI == kEpiSwiGLU) {
+              // prepared rows interleave gate (even) and up (odd) of one intermediate index
+              const float hv = (y0 / (1.0f + expf(-y0))) * y1;
+              hs[r * HS + (cl >> 1)] = __float2bfloat16_rn(hv);
+            } else {
+              const float r0 = y0 > 0.0f ? y0 : 0.0f, r1 = y1 > 0.0f ? y1 : 0.0f;
+              hs[r * HS + cl] = __float2bfloat16_rn(r0 * r0);
+              hs[r * HS + cl + 1] = __float2bfloat16_rn(r1 * r1);
+            }
+          }
+      __syncthreads();
+      const float a2 = p.a2_scale ? p.a2_scale[e] : 1.0f;
+      constexpr int SEG = HC / 16;
+      for (int sidx = tid; sidx < BM * SEG; sidx += kThreads) {
+        const int r = sidx / SEG, c16 = sidx - r * SEG;
+        if (r >= rows) continue;
+        const uint4* src = reinterpret_cast<const uint4*>(hs + r * HS + c16 * 16);
+        uint4 u[2] = {src[0], src[1]};
+        if (p.quant_out) {
+          float v[16];
+          const __nv_bfloat16* hb = reinterpret_cast<const __nv_bfloat16*>(u);
+#pragma unroll
+          for (int i = 0; i < 16; ++i) v[i] = __bfloat162float(hb[i]);
+          quantize_block16(v, a2);
+          __nv_bfloat16* ob = reinterpret_cast<__nv_bfloat16*>(u);
+#pragma unroll
+          for (int i = 0; i < 16; ++i) ob[i] = __float2bfloat16_rn(v[i]);  // exact
+        }
+        uint4* dst = reinterpret_cast<uint4*>(p.h + static_cast<int64_t>(row0 + r) * p.h_stride + ntile * HC + c16 * 16);
+        dst[0] = u[0];
+        dst[1] = u[1];
+      }
+    }
+    __syncthreads();  // s_pair and the smem tile are rewritten by the next tile
+  }
+}
+
+}  // namespace fp4moe::cuda::prefill
