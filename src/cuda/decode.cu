@@ -1,0 +1,213 @@
+// fp4moe: the decode backend - weight preparation, workspace and launch of the fused kernel.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cuda/backend_api.hpp"
+#include "cuda/common.cuh"
+#include "cuda/decode_kernel.cuh"
+#include "cuda/decode_layout.hpp"
+#include "fp4moe/error.hpp"
+
+namespace fp4moe::cuda {
+
+namespace {
+
+template <typename T>
+T* device_alloc(size_t n) {
+  void* p = nullptr;
+  if (n == 0) n = 1;
+  FP4MOE_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+  return static_cast<T*>(p);
+}
+
+// Copies a tensor view's bytes to the host (from wherever it lives).
+std::vector<uint8_t> to_host(const TensorView& t, WeightsOn where) {
+  std::vector<uint8_t> v(static_cast<size_t>(t.numel()) * dtype_size(t.dtype));
+  if (v.empty()) return v;
+  if (where == WeightsOn::Host) std::copy_n(static_cast<const uint8_t*>(t.data), v.size(), v.data());
+  else FP4MOE_CUDA_CHECK(cudaMemcpy(v.data(), t.data, v.size(), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+std::vector<float> per_expert(const TensorView& t, WeightsOn where, int64_t E, float absent) {
+  std::vector<float> v(static_cast<size_t>(E), absent);
+  if (t.data == nullptr) return v;
+  auto bytes = to_host(t, where);
+  const float* f = reinterpret_cast<const float*>(bytes.data());
+  for (int64_t e = 0; e < E; ++e) v[static_cast<size_t>(e)] = t.shape.empty() ? f[0] : f[e];
+  return v;
+}
+
+class DecodeKernel final : public MoeKernel {
+ public:
+  DecodeKernel(const MoeSpec& spec, const MoeWeights& w, WeightsOn where, int64_t max_tokens, int device)
+      : spec_(spec), max_tokens_(max_tokens), device_(device) {
+    validate_weights(spec, w);
+    FP4MOE_CHECK_ARG(max_tokens >= 1 && max_tokens <= kDecodeMaxTokens, "max_tokens",
+                     detail::concat("1..", kDecodeMaxTokens, " for the decode backend"), max_tokens);
+    FP4MOE_CHECK_ARG(spec.topk <= 32, "topk", "<= 32 for the decode backend", spec.topk);
+    FP4MOE_CHECK_ARG(spec.experts <= 32767, "experts", "<= 32767", spec.experts);
+    FP4MOE_CUDA_CHECK(cudaSetDevice(device));
+    dims_ = decode_dims(spec);
+    const int64_t E = spec.experts;
+    const auto w13 = to_host(w.w13, where), w13s = to_host(w.w13_scale, where);
+    const auto w2 = to_host(w.w2, where), w2s = to_host(w.w2_scale, where);
+    DecodePrepared prep = prepare_decode_weights(spec, w13.data(), w13s.data(), w2.data(), w2s.data());
+    const auto g13 = per_expert(w.w13_scale_2, where, E, 1.0f), g2s = per_expert(w.w2_scale_2, where, E, 1.0f);
+    const auto a13 = per_expert(w.a13_scale, where, E, 1.0f), a2 = per_expert(w.a2_scale, where, E, 1.0f);
+    const bool a4 = spec.mode == Mode::W4A4;
+    std::vector<float> g1(static_cast<size_t>(E)), g2(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e) {
+      const size_t i = static_cast<size_t>(e);
+      FP4MOE_CHECK_ARG(!a4 || (a13[i] > 0 && a2[i] > 0), "a13_scale/a2_scale",
+                       "positive input scales (dequant direction)", detail::concat(a13[i], " / ", a2[i]));
+      g1[i] = a4 ? g13[i] * a13[i] : g13[i];
+      g2[i] = a4 ? g2s[i] * a2[i] : g2s[i];
+    }
+    weight_bytes_ = prep.w1.size() + prep.w2.size();
+    w1_ = device_alloc<uint8_t>(prep.w1.size());
+    w2_ = device_alloc<uint8_t>(prep.w2.size());
+    FP4MOE_CUDA_CHECK(cudaMemcpy(w1_, prep.w1.data(), prep.w1.size(), cudaMemcpyHostToDevice));
+    FP4MOE_CUDA_CHECK(cudaMemcpy(w2_, prep.w2.data(), prep.w2.size(), cudaMemcpyHostToDevice));
+    scales_ = device_alloc<float>(4 * static_cast<size_t>(E));
+    std::vector<float> sc(g1);
+    sc.insert(sc.end(), g2.begin(), g2.end());
+    sc.insert(sc.end(), a13.begin(), a13.end());
+    sc.insert(sc.end(), a2.begin(), a2.end());
+    FP4MOE_CUDA_CHECK(cudaMemcpy(scales_, sc.data(), sc.size() * sizeof(float), cudaMemcpyHostToDevice));
+
+    const int64_t P = max_tokens * spec.topk;
+    ws_xq_ = a4 ? device_alloc<uint16_t>(static_cast<size_t>(P * dims_.Hk)) : nullptr;
+    ws_h_ = device_alloc<uint16_t>(static_cast<size_t>(P * dims_.Ik));
+    ws_z_ = device_alloc<float>(static_cast<size_t>(P * dims_.H));
+    counters_ = device_alloc<unsigned>(3 * static_cast<size_t>(E) + 2);
+    FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, (3 * static_cast<size_t>(E) + 2) * sizeof(unsigned)));
+    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + (3 * E + 2) * 4;
+
+    cudaDeviceProp prop{};
+    FP4MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    FP4MOE_CHECK_ARG(prop.major >= 8, "device", "compute capability >= 8.0", detail::concat(prop.major, ".", prop.minor));
+    FP4MOE_CHECK_ARG(prop.cooperativeLaunch, "device", "cooperative launch support", "none");
+    smem_ = decode_smem_bytes(static_cast<int>(P), static_cast<int>(E));
+    FP4MOE_CHECK_ARG(smem_ <= prop.sharedMemPerBlockOptin, "experts/max_tokens",
+                     detail::concat("a routing table within ", prop.sharedMemPerBlockOptin, " bytes of shared memory"),
+                     smem_);
+    for (int v = 0; v < 4; ++v) setup(v, prop);
+  }
+
+  ~DecodeKernel() override {
+    void* bufs[] = {w1_, w2_, scales_, ws_xq_, ws_h_, ws_z_, counters_};
+    for (void* p : bufs)
+      if (p) cudaFree(p);
+  }
+
+  const char* name() const override { return "cuda-decode"; }
+  int64_t max_tokens() const override { return max_tokens_; }
+  size_t weight_bytes() const override { return weight_bytes_; }
+  size_t workspace_bytes() const override { return static_cast<size_t>(workspace_bytes_); }
+
+  void forward(const void* x, const int32_t* ids, const float* wts, int64_t T, void* out, void* stream) override {
+    FP4MOE_CHECK_ARG(T >= 0 && T <= max_tokens_, "tokens", detail::concat("0..", max_tokens_, " (max_tokens)"), T);
+    if (T == 0) return;
+    const void* ptrs[] = {x, out};
+    const char* names[] = {"x", "out"};
+    for (int i = 0; i < 2; ++i)
+      FP4MOE_CHECK_ARG(ptrs[i] && reinterpret_cast<uintptr_t>(ptrs[i]) % 16 == 0, names[i],
+                       "a 16-byte aligned device pointer", ptrs[i] ? "a misaligned pointer" : "null");
+    FP4MOE_CHECK_ARG(ids && wts, "topk_ids/topk_weights", "device pointers", "null");
+    const int64_t E = spec_.experts;
+    DecodeParams p{};
+    p.w1 = w1_;
+    p.w2 = w2_;
+    p.g1 = scales_;
+    p.g2 = scales_ + E;
+    p.a13 = scales_ + 2 * E;
+    p.a2 = scales_ + 3 * E;
+    p.x = static_cast<const __nv_bfloat16*>(x);
+    p.ids = ids;
+    p.wts = wts;
+    p.out = static_cast<__nv_bfloat16*>(out);
+    p.xq = reinterpret_cast<__nv_bfloat16*>(ws_xq_);
+    p.h = reinterpret_cast<__nv_bfloat16*>(ws_h_);
+    p.z = ws_z_;
+    p.counters = counters_;
+    p.invalid = counters_ + 3 * E + 1;
+    p.T = static_cast<int>(T);
+    p.k = static_cast<int>(spec_.topk);
+    p.E = static_cast<int>(E);
+    p.H = static_cast<int>(dims_.H);
+    p.Hk = static_cast<int>(dims_.Hk);
+    p.I = static_cast<int>(dims_.I);
+    p.Ik = static_cast<int>(dims_.Ik);
+    p.n1_tasks = static_cast<int>(dims_.n1_tasks);
+    p.n2_tasks = static_cast<int>(dims_.n2_tasks);
+    p.chunks1 = static_cast<int>(dims_.chunks1);
+    p.chunks2 = static_cast<int>(dims_.chunks2);
+    p.task1_bytes = dims_.task1_bytes;
+    p.task2_bytes = dims_.task2_bytes;
+    p.w4a4 = spec_.mode == Mode::W4A4;
+    p.swiglu = dims_.swiglu;
+    const int variant = T <= 8 ? 0 : T <= 16 ? 1 : T <= 32 ? 2 : 3;
+    launch(variant, p, static_cast<cudaStream_t>(stream));
+  }
+
+  int64_t take_invalid_id_count() override {
+    unsigned v = 0;
+    FP4MOE_CUDA_CHECK(cudaMemcpy(&v, counters_ + 3 * spec_.experts + 1, sizeof(v), cudaMemcpyDeviceToHost));
+    FP4MOE_CUDA_CHECK(cudaMemset(counters_ + 3 * spec_.experts + 1, 0, sizeof(unsigned)));
+    return v;
+  }
+
+ private:
+  void setup(int variant, const cudaDeviceProp& prop) {
+    const void* fn = fused_decode_kernel_ptr(1 << variant);
+    FP4MOE_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_)));
+    int per_sm = 0;
+    FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kDecodeWarps * 32, smem_));
+    if (per_sm < 1) throw Error("cuda-decode: the kernel cannot be resident with this shape (shared memory)");
+    fns_[variant] = fn;
+    grid_[variant] = per_sm * prop.multiProcessorCount;
+  }
+
+  void launch(int variant, DecodeParams& p, cudaStream_t stream) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(grid_[variant]));
+    cfg.blockDim = dim3(kDecodeWarps * 32);
+    cfg.dynamicSmemBytes = smem_;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;  // all CTAs resident: the per-expert waits cannot deadlock
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    void* args[] = {&p};
+    FP4MOE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, fns_[variant], args));
+  }
+
+  MoeSpec spec_;
+  int64_t max_tokens_;
+  int device_;
+  DecodeDims dims_;
+  uint8_t* w1_ = nullptr;
+  uint8_t* w2_ = nullptr;
+  float* scales_ = nullptr;
+  uint16_t* ws_xq_ = nullptr;
+  uint16_t* ws_h_ = nullptr;
+  float* ws_z_ = nullptr;
+  unsigned* counters_ = nullptr;
+  size_t weight_bytes_ = 0, smem_ = 0;
+  int64_t workspace_bytes_ = 0;
+  const void* fns_[4] = {};
+  int grid_[4] = {};
+};
+
+}  // namespace
+
+std::unique_ptr<MoeKernel> make_decode_kernel(const MoeSpec& spec, const MoeWeights& weights, WeightsOn where,
+                                              int64_t max_tokens, int device) {
+  return std::make_unique<DecodeKernel>(spec, weights, where, max_tokens, device);
+}
+
+}  // namespace fp4moe::cuda

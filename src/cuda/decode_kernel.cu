@@ -1,0 +1,490 @@
+// fp4moe: the fused NVFP4 MoE decode kernel. See decode_kernel.cuh for the design and
+// decode_layout.hpp for the prepared weight layout it streams.
+#include "cuda/decode_kernel.cuh"
+
+namespace fp4moe::cuda {
+
+namespace {
+
+constexpr int kD = kDecodeDepth;
+
+// ---- PTX wrappers ----
+// cp.async.cg: 16 bytes global -> shared, bypassing L1 (weights are read exactly once).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+// acquire load: a counter that says "this data is complete" must be read this way before the data.
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
+__device__ __forceinline__ __nv_bfloat162 bits_bf2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162*>(&v); }
+
+// e4m3 byte -> bf16 (exact: e4m3 fits bf16's range and precision).
+__device__ __forceinline__ __nv_bfloat16 e4m3_to_bf16(uint32_t byte) {
+  const __half_raw hr = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(byte), __NV_E4M3);
+  return __float2bfloat16_rn(__half2float(__half(hr)));
+}
+
+// One prepared word (8 e2m1 codes) -> the four bf16x2 A registers of one MMA, each code
+// times its row's block scale; exact. The bit trick: sign -> bit 15, the 3 magnitude bits
+// -> bits 8..6 make a bf16 equal to the e2m1 value times 2^-126 (subnormal codes included).
+__device__ __forceinline__ void dequant_word(uint32_t w, __nv_bfloat162 s_lo, __nv_bfloat162 s_hi, uint32_t (&a)[4]) {
+  constexpr uint32_t M = 0x01C001C0u, S = 0x80008000u;
+  const __nv_bfloat162 k126 = bits_bf2(0x7E807E80u);  // 2^126
+  const uint32_t r0 = ((w << 6) & M) | ((w << 12) & S);
+  const uint32_t r1 = ((w << 2) & M) | ((w << 8) & S);
+  const uint32_t r2 = ((w >> 2) & M) | ((w << 4) & S);
+  const uint32_t r3 = ((w >> 6) & M) | (w & S);
+  a[0] = bf2_bits(__hmul2(__hmul2(bits_bf2(r0), k126), s_lo));
+  a[1] = bf2_bits(__hmul2(__hmul2(bits_bf2(r1), k126), s_hi));
+  a[2] = bf2_bits(__hmul2(__hmul2(bits_bf2(r2), k126), s_lo));
+  a[3] = bf2_bits(__hmul2(__hmul2(bits_bf2(r3), k126), s_hi));
+}
+
+// e2m1 rounding of v (ties to the even code, saturating; sign set when v < 0; NaN -> +6),
+// returned as its value - the same rule as fp4moe::e2m1_encode on the host.
+__device__ __forceinline__ float e2m1_round(float v) {
+  if (v != v) return 6.0f;
+  const float a = fabsf(v);
+  float r;
+  if (a <= 0.25f) r = 0.0f;
+  else if (a < 0.75f) r = 0.5f;
+  else if (a <= 1.25f) r = 1.0f;
+  else if (a < 1.75f) r = 1.5f;
+  else if (a <= 2.5f) r = 2.0f;
+  else if (a < 3.5f) r = 3.0f;
+  else if (a <= 5.0f) r = 4.0f;
+  else r = 6.0f;
+  return v < 0.0f ? -r : r;
+}
+
+// Per-16-block activation quantization of one value given its block amax (host twin:
+// fp4moe::quantize_activation_row): s = e4m3_rn_sat(amax / (6 * is)),
+// q = e2m1(x / (s * is)); returns e2m1(q) * s (the input scale stays in the epilogue).
+__device__ __forceinline__ float block_scale(float amax, float is) {
+  const float six_is = __fmul_rn(6.0f, is);
+  const __nv_fp8_storage_t sb = __nv_cvt_float_to_fp8(__fdiv_rn(amax, six_is), __NV_SATFINITE, __NV_E4M3);
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(sb, __NV_E4M3)));
+}
+__device__ __forceinline__ float quant_value(float x, float s, float is) {
+  if (s == 0.0f) return 0.0f;
+  return __fmul_rn(e2m1_round(__fdiv_rn(x, __fmul_rn(s, is))), s);
+}
+
+__device__ __forceinline__ void wait_count(const unsigned* ctr, unsigned target, int lane) {
+  if (lane == 0)
+    while (ld_acquire(ctr) < target) __nanosleep(32);
+  __syncwarp();
+  (void)ld_acquire(ctr);  // every lane acquires before reading the data the counter covers
+}
+__device__ __forceinline__ void signal_count(unsigned* ctr, int lane) {
+  __threadfence();
+  __syncwarp();
+  if (lane == 0) atomicAdd(ctr, 1u);
+}
+
+struct Routing {
+  short* slot_of_pair;  // [P] -1 when the id is invalid
+  short* tok_of_slot;   // [P]
+  short* exp_of_slot;   // [P]
+  int* count;           // [E]
+  int* off;             // [E]
+  int* active;          // [E] active experts, ascending
+  int* base;            // [E] scratch
+  int* scalars;         // [0] = active experts, [1] = valid pairs
+};
+
+// Per-warp staging: weight slots [kD][2 tiles][32 lanes] x 16 B, scale slots [2][2][32] x 16 B.
+struct Staging {
+  uint4* w;
+  uint4* s;
+};
+
+// One pass of one task: acc[t][nt] = tile t rows x (8 * NT tokens) over the whole K.
+// Issues the first kD chunks, then calls before_b() (a dependency wait), then streams.
+template <int NT, typename BeforeB>
+__device__ __forceinline__ void task_pass(const uint8_t* stream, int chunks, const Staging& st, int lane,
+                                          const __nv_bfloat16* const (&brow)[NT], int kvalid, int ntiles,
+                                          float (&acc)[2][NT][4], BeforeB before_b) {
+  const int q = lane & 3;
+#pragma unroll
+  for (int t = 0; t < 2; ++t)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[t][nt][i] = 0.0f;
+
+  auto issue = [&](int c) {
+    if (c < chunks) {
+      const int g = c >> 3, cg = c & 7;
+      const uint8_t* gbase = stream + static_cast<long long>(g) * 18 * 512 + lane * 16;
+      if (cg == 0) {
+        cp_async16(&st.s[((g & 1) * 2 + 0) * 32 + lane], gbase);
+        cp_async16(&st.s[((g & 1) * 2 + 1) * 32 + lane], gbase + 512);
+      }
+      cp_async16(&st.w[((c % kD) * 2 + 0) * 32 + lane], gbase + (2 + cg * 2) * 512);
+      cp_async16(&st.w[((c % kD) * 2 + 1) * 32 + lane], gbase + (3 + cg * 2) * 512);
+    }
+    cp_async_commit();  // always commit, so that wait_group counts chunks
+  };
+#pragma unroll
+  for (int c = 0; c < kD; ++c) issue(c);
+  before_b();
+
+  uint4 sc[2] = {};
+  for (int g0 = 0; g0 < chunks; g0 += 8) {
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const int c = g0 + u;
+      if (c < chunks) {
+        cp_async_wait<kD - 1>();
+        if (u == 0) {
+          sc[0] = st.s[(((g0 >> 3) & 1) * 2 + 0) * 32 + lane];
+          sc[1] = st.s[(((g0 >> 3) & 1) * 2 + 1) * 32 + lane];
+        }
+        const uint4 w0 = st.w[((c % kD) * 2 + 0) * 32 + lane];
+        const uint4 w1 = st.w[((c % kD) * 2 + 1) * 32 + lane];
+        // activations of this chunk: 16 consecutive K values of the lane's token column
+        uint4 b[NT][2];
+        const int kk = c * 64 + q * 16;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          if (nt < ntiles && brow[nt] != nullptr && kk < kvalid) {
+            const uint4* src = reinterpret_cast<const uint4*>(brow[nt] + kk);
+            b[nt][0] = src[0];
+            b[nt][1] = src[1];
+          } else {
+            b[nt][0] = make_uint4(0, 0, 0, 0);
+            b[nt][1] = make_uint4(0, 0, 0, 0);
+          }
+        }
+        uint32_t a[2][4][4];
+#pragma unroll
+        for (int t = 0; t < 2; ++t) {
+          const uint4 sv = sc[t];
+          const uint32_t sw = (u < 2) ? sv.x : (u < 4) ? sv.y : (u < 6) ? sv.z : sv.w;
+          const uint32_t pair = (u & 1) ? (sw >> 16) : (sw & 0xFFFF);
+          const __nv_bfloat16 s_r = e4m3_to_bf16(pair & 0xFF), s_r8 = e4m3_to_bf16(pair >> 8);
+          const __nv_bfloat162 s_lo = __halves2bfloat162(s_r, s_r), s_hi = __halves2bfloat162(s_r8, s_r8);
+          const uint4 wv = t == 0 ? w0 : w1;
+          dequant_word(wv.x, s_lo, s_hi, a[t][0]);
+          dequant_word(wv.y, s_lo, s_hi, a[t][1]);
+          dequant_word(wv.z, s_lo, s_hi, a[t][2]);
+          dequant_word(wv.w, s_lo, s_hi, a[t][3]);
+        }
+        issue(c + kD);  // the slot just read is free again (its values are in registers)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          if (nt < ntiles) {
+            const uint32_t* bw = reinterpret_cast<const uint32_t*>(&b[nt][0]);
+#pragma unroll
+            for (int m = 0; m < 4; ++m) {
+              mma_bf16(acc[0][nt], a[0][m], bw[2 * m], bw[2 * m + 1]);
+              mma_bf16(acc[1][nt], a[1][m], bw[2 * m], bw[2 * m + 1]);
+            }
+          }
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+}
+
+__device__ __forceinline__ float silu(float g) { return __fdiv_rn(g, __fadd_rn(1.0f, expf(-g))); }
+
+}  // namespace
+
+template <int NT>
+__global__ void __launch_bounds__(kDecodeWarps * 32) fused_decode_kernel(DecodeParams p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int P = p.T * p.k, E = p.E;
+
+  Staging st;
+  st.w = reinterpret_cast<uint4*>(smem) + warp * (kD * 2 + 4) * 32;
+  st.s = st.w + kD * 2 * 32;
+  unsigned char* rbase = smem + kDecodeWarps * (kD * 2 + 4) * 512;
+  Routing R;
+  R.count = reinterpret_cast<int*>(rbase);
+  R.off = R.count + E;
+  R.active = R.off + E;
+  R.base = R.active + E;
+  R.scalars = R.base + E;
+  R.slot_of_pair = reinterpret_cast<short*>(R.scalars + 4);
+  R.tok_of_slot = R.slot_of_pair + P;
+  R.exp_of_slot = R.tok_of_slot + P;
+
+  // ---- prologue: deterministic per-expert compaction of the routed pairs ----
+  for (int i = threadIdx.x; i < E; i += blockDim.x) R.count[i] = 0, R.base[i] = 0;
+  __syncthreads();
+  unsigned bad = 0;
+  for (int i = threadIdx.x; i < P; i += blockDim.x) {
+    const int id = p.ids[i];
+    if (id >= 0 && id < E) atomicAdd(&R.count[id], 1);
+    else ++bad;
+  }
+  if (blockIdx.x == 0 && bad) atomicAdd(p.invalid, bad);
+  __syncthreads();
+  if (warp == 0) {
+    const int per = (E + 31) / 32;
+    int sum = 0, act = 0;
+    for (int e = lane * per; e < min(E, (lane + 1) * per); ++e) sum += R.count[e], act += R.count[e] > 0;
+    int incl = sum, inca = act;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, incl, d), va = __shfl_up_sync(0xffffffffu, inca, d);
+      if (lane >= d) incl += v, inca += va;
+    }
+    int o = incl - sum, a = inca - act;
+    for (int e = lane * per; e < min(E, (lane + 1) * per); ++e) {
+      R.off[e] = o;
+      o += R.count[e];
+      if (R.count[e] > 0) R.active[a++] = e;
+    }
+    if (lane == 31) R.scalars[0] = inca, R.scalars[1] = incl;
+    __syncwarp();
+    for (int b0 = 0; b0 < P; b0 += 32) {
+      const int i = b0 + lane;
+      int id = i < P ? p.ids[i] : -2;
+      if (i < P && (id < 0 || id >= E)) id = -1;
+      const unsigned mask = __match_any_sync(0xffffffffu, id);
+      if (id >= 0) {
+        const int rank = __popc(mask & ((1u << lane) - 1u));
+        const int slot = R.off[id] + R.base[id] + rank;
+        R.slot_of_pair[i] = static_cast<short>(slot);
+        R.tok_of_slot[slot] = static_cast<short>(i / p.k);
+        R.exp_of_slot[slot] = static_cast<short>(id);
+      } else if (id == -1) {
+        R.slot_of_pair[i] = -1;
+      }
+      __syncwarp();
+      if (id >= 0 && lane == __ffs(mask) - 1) R.base[id] += __popc(mask);
+      __syncwarp();
+    }
+  }
+  __syncthreads();
+
+  const int nact = R.scalars[0], nvalid = R.scalars[1];
+  unsigned* q_done = p.counters;
+  unsigned* fc1_done = p.counters + E;
+  unsigned* fc2_done = p.counters + 2 * E;
+  const int nq = p.w4a4 ? nvalid : 0;
+  const int n1 = nact * p.n1_tasks, n2 = nact * p.n2_tasks;
+  const int ncol = (p.H + kCombineCols - 1) / kCombineCols;
+  const int total = nq + n1 + n2 + p.T * ncol;
+  const int r = lane >> 2, q = lane & 3;
+
+  for (int task = blockIdx.x * kDecodeWarps + warp; task < total; task += gridDim.x * kDecodeWarps) {
+    if (task < nq) {
+      // ---- Q: one slot's x row quantized with its expert's FC1 input scale ----
+      const int slot = task, e = R.exp_of_slot[slot];
+      const float is = p.a13[e];
+      const __nv_bfloat16* xr = p.x + static_cast<long long>(R.tok_of_slot[slot]) * p.H;
+      __nv_bfloat16* dst = p.xq + static_cast<long long>(slot) * p.Hk;
+      for (int b = lane; b < p.Hk / 16; b += 32) {
+        uint4 o[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+        if (b * 16 < p.H) {
+          const uint4* src = reinterpret_cast<const uint4*>(xr + b * 16);
+          uint4 v[2] = {src[0], src[1]};
+          const __nv_bfloat16* xv = reinterpret_cast<const __nv_bfloat16*>(v);
+          float amax = 0.0f;
+#pragma unroll
+          for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(__bfloat162float(xv[i])));
+          const float s = block_scale(amax, is);
+          __nv_bfloat16* ov = reinterpret_cast<__nv_bfloat16*>(o);
+#pragma unroll
+          for (int i = 0; i < 16; ++i) ov[i] = __float2bfloat16_rn(quant_value(__bfloat162float(xv[i]), s, is));
+        }
+        reinterpret_cast<uint4*>(dst + b * 16)[0] = o[0];
+        reinterpret_cast<uint4*>(dst + b * 16)[1] = o[1];
+      }
+      signal_count(&q_done[e], lane);
+    } else if (task < nq + n1) {
+      // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
+      const int idx = task - nq, a = idx / p.n1_tasks, w = idx % p.n1_tasks;
+      const int e = R.active[a], cnt = R.count[e], off = R.off[e];
+      const uint8_t* stream = p.w1 + (static_cast<long long>(e) * p.n1_tasks + w) * p.task1_bytes;
+      const float g1 = p.g1[e];
+      const float is2 = p.w4a4 ? p.a2[e] : 1.0f;
+      for (int base = 0; base < cnt; base += 8 * NT) {
+        const int ntiles = min(NT, (cnt - base + 7) / 8);
+        const __nv_bfloat16* brow[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const int j = base + nt * 8 + r;
+          brow[nt] = nullptr;
+          if (j < cnt) {
+            const int slot = off + j;
+            brow[nt] = p.w4a4 ? p.xq + static_cast<long long>(slot) * p.Hk
+                              : p.x + static_cast<long long>(R.tok_of_slot[slot]) * p.H;
+          }
+        }
+        float acc[2][NT][4];
+        task_pass<NT>(stream, p.chunks1, st, lane, brow, p.w4a4 ? p.Hk : p.H, ntiles, acc, [&] {
+          if (p.w4a4 && base == 0) wait_count(&q_done[e], static_cast<unsigned>(cnt), lane);
+        });
+        // epilogue: thread holds, per tile and token tile, rows (r, r + 8) x tokens (2q, 2q + 1)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          if (nt >= ntiles) continue;
+          float hv[2][2][2];  // [tile][row half or - for SwiGLU - unused][token]
+#pragma unroll
+          for (int t = 0; t < 2; ++t)
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+              const float y0 = __fmul_rn(acc[t][nt][j], g1), y1 = __fmul_rn(acc[t][nt][2 + j], g1);
+              if (p.swiglu) {
+                hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(silu(y0), y1)));
+                hv[t][1][j] = 0.0f;
+              } else {
+                const float r0 = fmaxf(y0, 0.0f), r1 = fmaxf(y1, 0.0f);
+                hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r0, r0)));
+                hv[t][1][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r1, r1)));
+              }
+            }
+          if (p.w4a4) {
+            // 16-blocks along i: SwiGLU - the task's 16 i (both tiles); ReLU^2 - each tile.
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+              float m0 = fmaxf(fabsf(hv[0][0][j]), fabsf(hv[0][1][j]));
+              float m1 = fmaxf(fabsf(hv[1][0][j]), fabsf(hv[1][1][j]));
+              if (p.swiglu) m0 = m1 = fmaxf(m0, m1);
+#pragma unroll
+              for (int d = 4; d < 32; d <<= 1) {
+                m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, d));
+                m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, d));
+              }
+              const float s0 = block_scale(m0, is2), s1 = block_scale(m1, is2);
+#pragma unroll
+              for (int hh = 0; hh < 2; ++hh) {
+                hv[0][hh][j] = quant_value(hv[0][hh][j], s0, is2);
+                hv[1][hh][j] = quant_value(hv[1][hh][j], s1, is2);
+              }
+            }
+          }
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const int tj = base + nt * 8 + 2 * q + j;
+            if (tj >= cnt) continue;
+            __nv_bfloat16* hrow = p.h + static_cast<long long>(off + tj) * p.Ik;
+#pragma unroll
+            for (int t = 0; t < 2; ++t) {
+              if (p.swiglu) {
+                hrow[16 * w + 8 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
+              } else {
+                hrow[32 * w + 16 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
+                hrow[32 * w + 16 * t + r + 8] = __float2bfloat16_rn(hv[t][1][j]);
+              }
+            }
+          }
+        }
+      }
+      signal_count(&fc1_done[e], lane);
+    } else if (task < nq + n1 + n2) {
+      // ---- FC2 -> z (fp32, complete sums) ----
+      const int idx = task - nq - n1, a = idx / p.n2_tasks, w = idx % p.n2_tasks;
+      const int e = R.active[a], cnt = R.count[e], off = R.off[e];
+      const uint8_t* stream = p.w2 + (static_cast<long long>(e) * p.n2_tasks + w) * p.task2_bytes;
+      const float g2 = p.g2[e];
+      for (int base = 0; base < cnt; base += 8 * NT) {
+        const int ntiles = min(NT, (cnt - base + 7) / 8);
+        const __nv_bfloat16* brow[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const int j = base + nt * 8 + r;
+          brow[nt] = j < cnt ? p.h + static_cast<long long>(off + j) * p.Ik : nullptr;
+        }
+        float acc[2][NT][4];
+        task_pass<NT>(stream, p.chunks2, st, lane, brow, p.Ik, ntiles, acc, [&] {
+          if (base == 0) wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks), lane);
+        });
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          if (nt >= ntiles) continue;
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const int tj = base + nt * 8 + 2 * q + j;
+            if (tj >= cnt) continue;
+            float* zrow = p.z + static_cast<long long>(off + tj) * p.H;
+#pragma unroll
+            for (int t = 0; t < 2; ++t) {
+              const int o = 32 * w + 16 * t + r;
+              if (o < p.H) zrow[o] = __fmul_rn(acc[t][nt][j], g2);
+              if (o + 8 < p.H) zrow[o + 8] = __fmul_rn(acc[t][nt][2 + j], g2);
+            }
+          }
+        }
+      }
+      signal_count(&fc2_done[e], lane);
+    } else {
+      // ---- combine: out[t] = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
+      const int idx = task - nq - n1 - n2, t = idx / ncol, cc = idx % ncol;
+      const int col = cc * kCombineCols + lane * 8;
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int j = 0; j < p.k; ++j) {
+        const int slot = R.slot_of_pair[t * p.k + j];
+        if (slot < 0) continue;  // invalid expert id: skipped, counted in p.invalid
+        wait_count(&fc2_done[R.exp_of_slot[slot]], static_cast<unsigned>(p.n2_tasks), lane);
+        if (col < p.H) {
+          const float wt = p.wts[t * p.k + j];
+          const float4* zr = reinterpret_cast<const float4*>(p.z + static_cast<long long>(slot) * p.H + col);
+          const float4 z0 = zr[0], z1 = zr[1];
+          const float zv[8] = {z0.x, z0.y, z0.z, z0.w, z1.x, z1.y, z1.z, z1.w};
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(wt, zv[i]));
+        }
+      }
+      if (col < p.H) {
+        uint4 o;
+        __nv_bfloat16* ov = reinterpret_cast<__nv_bfloat16*>(&o);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) ov[i] = __float2bfloat16_rn(acc[i]);
+        *reinterpret_cast<uint4*>(p.out + static_cast<long long>(t) * p.H + col) = o;
+      }
+    }
+  }
+
+  // ---- the last CTA out resets the counters for the next launch ----
+  __shared__ int s_last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    s_last = atomicAdd(&p.counters[3 * E], 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (s_last) {
+    __threadfence();
+    for (int i = threadIdx.x; i < 3 * E; i += blockDim.x) p.counters[i] = 0;
+    if (threadIdx.x == 0) p.counters[3 * E] = 0;
+  }
+}
+
+// Only the instantiations the dispatch uses: token tiles of 8 up to 64 tokens.
+const void* fused_decode_kernel_ptr(int nt) {
+  switch (nt) {
+    case 1: return reinterpret_cast<const void*>(&fused_decode_kernel<1>);
+    case 2: return reinterpret_cast<const void*>(&fused_decode_kernel<2>);
+    case 4: return reinterpret_cast<const void*>(&fused_decode_kernel<4>);
+    case 8: return reinterpret_cast<const void*>(&fused_decode_kernel<8>);
+    default: return nullptr;
+  }
+}
+
+}  // namespace fp4moe::cuda

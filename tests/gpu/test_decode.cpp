@@ -1,0 +1,250 @@
+// GPU tests of the fused decode backend against the CPU reference: fresh random inputs,
+// poisoned outputs, bitwise reproducibility, CUDA-graph replay, bad routing.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+
+#include "cuda/backend_api.hpp"
+#include "fp4moe/bf16.hpp"
+#include "fp4moe/error.hpp"
+#include "fp4moe/metrics.hpp"
+#include "fp4moe/presets.hpp"
+#include "fp4moe/reference.hpp"
+#include "fp4moe/synthetic.hpp"
+#include "gpu_test_util.hpp"
+
+using namespace fp4moe;
+using namespace fp4moe::testing;
+
+namespace {
+
+uint64_t fresh_seed() {
+  // Fresh inputs every run (the seed is printed so a failure can be replayed).
+  static uint64_t s = [] {
+    const char* env = std::getenv("FP4MOE_TEST_SEED");
+    return env ? std::strtoull(env, nullptr, 10) : static_cast<uint64_t>(time(nullptr));
+  }();
+  return s++;
+}
+
+struct Layer {
+  NvFp4Layer L;
+  std::unique_ptr<cuda::MoeKernel> kernel;
+};
+
+// Calibrated static input scales (W4A4): a13 from amax(x), a2 from amax(h) of the layer.
+void calibrate(NvFp4Layer& L, const std::vector<uint16_t>& x, const Routing& r) {
+  float ax = 0, ah = 0;
+  for (auto v : x) ax = std::max(ax, std::fabs(bf16_to_float(v)));
+  L.a13_scale.assign(static_cast<size_t>(L.spec.experts), ax / 2688.0f);
+  L.a2_scale.assign(static_cast<size_t>(L.spec.experts), 1.0f);
+  std::vector<float> h;
+  reference_moe(L.spec, L.view(), {x.data(), DType::BF16, {r.tokens, L.spec.hidden}},
+                {r.ids.data(), DType::I32, {r.tokens, r.topk}}, {r.weights.data(), DType::F32, {r.tokens, r.topk}}, &h);
+  for (auto v : h) ah = std::max(ah, std::fabs(v));
+  L.a2_scale.assign(static_cast<size_t>(L.spec.experts), (ah > 0 ? ah : 1.0f) / 2688.0f);
+}
+
+struct RunResult {
+  std::vector<uint16_t> out, out2, ref;
+  ErrorStats err;
+};
+
+// Runs the kernel twice on poisoned outputs and the CPU reference once.
+RunResult run_and_compare(cuda::MoeKernel& k, const NvFp4Layer& L, const std::vector<uint16_t>& x, const Routing& r) {
+  const int64_t T = r.tokens, H = L.spec.hidden;
+  DeviceBuffer<uint16_t> dx(x), dout(static_cast<size_t>(T * H));
+  DeviceBuffer<int32_t> dids(r.ids);
+  DeviceBuffer<float> dw(r.weights);
+  RunResult res;
+  for (int rep = 0; rep < 2; ++rep) {
+    dout.poison();
+    k.forward(dx.get(), dids.get(), dw.get(), T, dout.get(), nullptr);
+    FP4MOE_TEST_CUDA(cudaGetLastError());
+    FP4MOE_TEST_CUDA(cudaDeviceSynchronize());
+    (rep == 0 ? res.out : res.out2) = dout.download();
+  }
+  res.ref = reference_moe(L.spec, L.view(), {x.data(), DType::BF16, {T, H}}, {r.ids.data(), DType::I32, {T, r.topk}},
+                          {r.weights.data(), DType::F32, {T, r.topk}});
+  std::vector<double> refd(res.ref.size());
+  for (size_t i = 0; i < refd.size(); ++i) refd[i] = bf16_to_float(res.ref[i]);
+  res.err = compare_bf16(res.out, refd);
+  return res;
+}
+
+void expect_matches(const RunResult& r, Mode mode, const std::string& what) {
+  size_t unwritten = 0;
+  for (auto v : r.out) unwritten += !std::isfinite(bf16_to_float(v));
+  EXPECT_EQ(unwritten, 0u) << what << ": outputs left unwritten (poison) or non-finite";
+  const double tol = mode == Mode::W4A16 ? 2e-3 : 5e-3;
+  EXPECT_LE(r.err.rel_l2, tol) << what << ": rel L2 " << r.err.rel_l2 << " max abs " << r.err.max_abs;
+  EXPECT_TRUE(r.out == r.out2) << what << ": second run not bitwise identical";
+  std::printf("  %-48s rel_l2 %.3e  max_abs %.3e\n", what.c_str(), r.err.rel_l2, r.err.max_abs);
+}
+
+void check_shape(MoeSpec spec, const std::vector<int64_t>& Ms, const std::string& name) {
+  const uint64_t seed = fresh_seed();
+  std::printf("%s seed %llu\n", name.c_str(), static_cast<unsigned long long>(seed));
+  NvFp4Layer L = random_nvfp4_layer(spec, seed);
+  const int64_t maxM = *std::max_element(Ms.begin(), Ms.end());
+  auto xcal = random_hidden_states(maxM, spec.hidden, seed + 1);
+  auto rcal = random_routing(maxM, spec.experts, spec.topk, seed + 2);
+  if (spec.mode == Mode::W4A4) calibrate(L, xcal, rcal);
+  auto k = cuda::make_decode_kernel(spec, L.view(), cuda::WeightsOn::Host, maxM, 0);
+  for (int64_t M : Ms) {
+    auto x = random_hidden_states(M, spec.hidden, seed + 10 + static_cast<uint64_t>(M));
+    auto r = random_routing(M, spec.experts, spec.topk, seed + 20 + static_cast<uint64_t>(M));
+    expect_matches(run_and_compare(*k, L, x, r), spec.mode,
+                   name + " " + to_string(spec.mode) + " M=" + std::to_string(M));
+  }
+  EXPECT_EQ(k->take_invalid_id_count(), 0);
+}
+
+MoeSpec small(int64_t H, int64_t I, int64_t E, int64_t k, Activation a, Mode m) {
+  MoeSpec s;
+  s.hidden = H;
+  s.inter = I;
+  s.experts = E;
+  s.topk = k;
+  s.activation = a;
+  s.mode = m;
+  return s;
+}
+
+}  // namespace
+
+// Small shapes, every mode and activation, odd sizes (H, I multiples of 16 but not of 64):
+// fast enough to run under compute-sanitizer.
+TEST(DecodeSmall, AllModesAndActivations) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  for (auto act : {Activation::SwiGLU, Activation::ReLU2})
+    for (auto mode : {Mode::W4A16, Mode::W4A4}) {
+      check_shape(small(208, 80, 12, 3, act, mode), {1, 3, 16, 64}, std::string("small-") + to_string(act));
+      check_shape(small(64, 48, 5, 5, act, mode), {1, 7, 64}, std::string("tiny-all-experts-") + to_string(act));
+    }
+}
+
+TEST(DecodeSmall, UpGateOrderOption) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  MoeSpec s = small(128, 64, 8, 2, Activation::SwiGLU, Mode::W4A16);
+  s.gate_up_order = GateUpOrder::UpGate;
+  check_shape(s, {5}, "up_gate");
+}
+
+TEST(DecodeSmall, SkewedAndDuplicateRouting) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  for (auto mode : {Mode::W4A16, Mode::W4A4}) {
+    MoeSpec s = small(192, 96, 16, 4, Activation::SwiGLU, mode);
+    const uint64_t seed = fresh_seed();
+    NvFp4Layer L = random_nvfp4_layer(s, seed);
+    auto x = random_hidden_states(64, s.hidden, seed + 1);
+    // all 64 tokens to the same 4 experts; then every pair of every token to expert 3
+    // (duplicates: 256 pairs on one expert, more than one pass of 64 token columns)
+    Routing r = random_routing(64, s.experts, s.topk, seed + 2);
+    for (int64_t t = 0; t < 64; ++t)
+      for (int j = 0; j < 4; ++j) r.ids[static_cast<size_t>(t * 4 + j)] = 9 + j;
+    if (mode == Mode::W4A4) calibrate(L, x, r);
+    auto k = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, 64, 0);
+    expect_matches(run_and_compare(*k, L, x, r), mode, std::string("skewed ") + to_string(mode));
+    for (auto& id : r.ids) id = 3;
+    expect_matches(run_and_compare(*k, L, x, r), mode, std::string("duplicates ") + to_string(mode));
+  }
+}
+
+TEST(DecodeSmall, InvalidExpertIdsAreSkippedAndCounted) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  MoeSpec s = small(128, 64, 16, 3, Activation::SwiGLU, Mode::W4A16);
+  const uint64_t seed = fresh_seed();
+  NvFp4Layer L = random_nvfp4_layer(s, seed);
+  auto x = random_hidden_states(4, s.hidden, seed + 1);
+  Routing r = random_routing(4, s.experts, s.topk, seed + 2);
+  auto k = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, 8, 0);
+  Routing bad = r;
+  bad.ids[1] = 999;
+  bad.ids[5] = -7;
+  DeviceBuffer<uint16_t> dx(x), dout(static_cast<size_t>(4 * s.hidden));
+  DeviceBuffer<int32_t> dids(bad.ids);
+  DeviceBuffer<float> dw(bad.weights);
+  dout.poison();
+  k->forward(dx.get(), dids.get(), dw.get(), 4, dout.get(), nullptr);
+  FP4MOE_TEST_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(k->take_invalid_id_count(), 2);
+  EXPECT_EQ(k->take_invalid_id_count(), 0);  // reading resets
+  // Same as the reference with those pairs given weight 0.
+  Routing ok = r;
+  ok.weights[1] = 0.0f;
+  ok.weights[5] = 0.0f;
+  auto ref = reference_moe(s, L.view(), {x.data(), DType::BF16, {4, s.hidden}}, {ok.ids.data(), DType::I32, {4, 3}},
+                           {ok.weights.data(), DType::F32, {4, 3}});
+  std::vector<double> refd(ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) refd[i] = bf16_to_float(ref[i]);
+  EXPECT_LE(compare_bf16(dout.download(), refd).rel_l2, 2e-3);
+}
+
+TEST(DecodeSmall, GraphReplayWithNewInputsAndEmptyBatch) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  MoeSpec s = small(256, 128, 32, 4, Activation::ReLU2, Mode::W4A4);
+  const uint64_t seed = fresh_seed();
+  NvFp4Layer L = random_nvfp4_layer(s, seed);
+  auto x0 = random_hidden_states(16, s.hidden, seed + 1);
+  Routing r0 = random_routing(16, s.experts, s.topk, seed + 2);
+  calibrate(L, x0, r0);
+  auto k = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, 16, 0);
+  DeviceBuffer<uint16_t> dx(x0), dout(static_cast<size_t>(16 * s.hidden));
+  DeviceBuffer<int32_t> dids(r0.ids);
+  DeviceBuffer<float> dw(r0.weights);
+  cudaStream_t st;
+  FP4MOE_TEST_CUDA(cudaStreamCreate(&st));
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  FP4MOE_TEST_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  k->forward(dx.get(), dids.get(), dw.get(), 16, dout.get(), st);
+  FP4MOE_TEST_CUDA(cudaStreamEndCapture(st, &g));
+  FP4MOE_TEST_CUDA(cudaGraphInstantiate(&ge, g, 0));
+  for (int rep = 0; rep < 3; ++rep) {
+    auto x = random_hidden_states(16, s.hidden, seed + 100 + rep);
+    Routing r = random_routing(16, s.experts, s.topk, seed + 200 + rep);
+    dx.upload(x);
+    dids.upload(r.ids);
+    dw.upload(r.weights);
+    dout.poison();
+    FP4MOE_TEST_CUDA(cudaGraphLaunch(ge, st));
+    FP4MOE_TEST_CUDA(cudaStreamSynchronize(st));
+    auto ref = reference_moe(s, L.view(), {x.data(), DType::BF16, {16, s.hidden}}, {r.ids.data(), DType::I32, {16, 4}},
+                             {r.weights.data(), DType::F32, {16, 4}});
+    std::vector<double> refd(ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) refd[i] = bf16_to_float(ref[i]);
+    EXPECT_LE(compare_bf16(dout.download(), refd).rel_l2, 5e-3) << "replay " << rep;
+  }
+  FP4MOE_TEST_CUDA(cudaGraphExecDestroy(ge));
+  FP4MOE_TEST_CUDA(cudaGraphDestroy(g));
+  FP4MOE_TEST_CUDA(cudaStreamDestroy(st));
+  // T = 0 is a no-op, T > max_tokens an error naming the argument.
+  k->forward(dx.get(), dids.get(), dw.get(), 0, dout.get(), nullptr);
+  try {
+    k->forward(dx.get(), dids.get(), dw.get(), 17, dout.get(), nullptr);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tokens"), std::string::npos) << e.what();
+  }
+}
+
+// Every preset of the models table at M in {1, 3, 16, 64}, both modes.
+class DecodePreset : public ::testing::TestWithParam<std::string> {};
+TEST_P(DecodePreset, MatchesReference) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  const Preset& p = find_preset(GetParam());
+  for (auto mode : {Mode::W4A16, Mode::W4A4}) check_shape(p.spec(mode), {1, 3, 16, 64}, p.name);
+}
+INSTANTIATE_TEST_SUITE_P(Models, DecodePreset,
+                         ::testing::Values("qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-next-80b-a3b",
+                                           "nemotron-3-nano-30b-a3b", "nemotron-3-super-120b-a12b", "deepseek-v3",
+                                           "kimi-k2", "gpt-oss-120b", "gpt-oss-20b", "mixtral-8x7b", "glm-4.5-air"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (auto& c : n)
+                             if (c == '-' || c == '.') c = '_';
+                           return n;
+                         });

@@ -1,0 +1,86 @@
+// The decode backend's prepared weight layout (host code, no GPU needed): every weight of
+// every task decodes back to the source weight, zero padding included.
+#include <gtest/gtest.h>
+
+#include "cuda/decode_layout.hpp"
+#include "fp4moe/format.hpp"
+#include "fp4moe/synthetic.hpp"
+
+using namespace fp4moe;
+using namespace fp4moe::cuda;
+
+namespace {
+void check_layout(MoeSpec s) {
+  NvFp4Layer L = random_nvfp4_layer(s, 77);
+  DecodePrepared P = prepare_decode_weights(s, L.w13.data(), L.w13_scale.data(), L.w2.data(), L.w2_scale.data());
+  const DecodeDims& d = P.dims;
+  const int64_t N1 = s.n1();
+  auto src = [&](const std::vector<uint8_t>& packed, const std::vector<uint8_t>& scales, int64_t e, int64_t rows,
+                 int64_t K, int64_t row, int64_t k) {
+    const uint8_t b = packed[static_cast<size_t>(((e * rows + row) * K + k) / 2)];
+    const uint8_t code = (k & 1) ? (b >> 4) : (b & 0xF);
+    return e2m1_decode(code) * e4m3_decode(scales[static_cast<size_t>((e * rows + row) * (K / 16) + k / 16)]);
+  };
+  int64_t checked = 0;
+  for (int64_t e = 0; e < s.experts; ++e) {
+    for (int64_t w = 0; w < d.n1_tasks; ++w)
+      for (int t = 0; t < 2; ++t)
+        for (int rr = 0; rr < 16; ++rr) {
+          int64_t row = -1;
+          if (d.swiglu) {
+            const int64_t i = 16 * w + 8 * t + rr % 8;
+            const bool gate = rr < 8;
+            const bool gate_first = s.gate_up_order == GateUpOrder::GateUp;
+            if (i < s.inter) row = (gate == gate_first) ? i : s.inter + i;
+          } else {
+            const int64_t i = 32 * w + 16 * t + rr;
+            if (i < s.inter) row = i;
+          }
+          const uint8_t* stream = P.w1.data() + (e * d.n1_tasks + w) * d.task1_bytes;
+          for (int64_t k = 0; k < d.Hk; ++k) {
+            const float want = (row >= 0 && k < s.hidden) ? src(L.w13, L.w13_scale, e, N1, s.hidden, row, k) : 0.0f;
+            ASSERT_EQ(decode_prepared_weight(stream, d.chunks1, t, rr, k), want)
+                << "FC1 e=" << e << " task=" << w << " tile=" << t << " row=" << rr << " k=" << k;
+            ++checked;
+          }
+        }
+    for (int64_t w = 0; w < d.n2_tasks; ++w)
+      for (int t = 0; t < 2; ++t)
+        for (int rr = 0; rr < 16; ++rr) {
+          const int64_t o = 32 * w + 16 * t + rr;
+          const uint8_t* stream = P.w2.data() + (e * d.n2_tasks + w) * d.task2_bytes;
+          for (int64_t k = 0; k < d.Ik; ++k) {
+            const float want = (o < s.hidden && k < s.inter) ? src(L.w2, L.w2_scale, e, s.hidden, s.inter, o, k) : 0.0f;
+            ASSERT_EQ(decode_prepared_weight(stream, d.chunks2, t, rr, k), want) << "FC2 e=" << e << " o=" << o << " k=" << k;
+            ++checked;
+          }
+        }
+  }
+  EXPECT_GT(checked, 0);
+}
+MoeSpec spec(int64_t H, int64_t I, Activation a, GateUpOrder o = GateUpOrder::GateUp) {
+  MoeSpec s;
+  s.hidden = H;
+  s.inter = I;
+  s.experts = 2;
+  s.topk = 1;
+  s.activation = a;
+  s.gate_up_order = o;
+  return s;
+}
+}  // namespace
+
+TEST(DecodeLayout, SwiGLUWeightsRoundTrip) { check_layout(spec(576, 80, Activation::SwiGLU)); }
+TEST(DecodeLayout, SwiGLUUpGateOrder) { check_layout(spec(128, 48, Activation::SwiGLU, GateUpOrder::UpGate)); }
+TEST(DecodeLayout, ReLU2WeightsRoundTripWithPadding) { check_layout(spec(48, 112, Activation::ReLU2)); }
+TEST(DecodeLayout, DimsOfRealShapes) {
+  auto d = decode_dims(spec(2688, 1856, Activation::ReLU2));
+  EXPECT_EQ(d.Hk, 2688);
+  EXPECT_EQ(d.Ik, 1856);
+  EXPECT_EQ(d.n1_tasks, 58);
+  EXPECT_EQ(d.n2_tasks, 84);
+  d = decode_dims(spec(4096, 1408, Activation::SwiGLU));
+  EXPECT_EQ(d.n1_tasks, 88);
+  EXPECT_EQ(d.chunks2, 22);
+  EXPECT_EQ(d.task2_bytes, (3 * 2 + 22 * 2) * 512);
+}
