@@ -116,5 +116,9 @@ class Json {
 
 int cmd_run(const std::vector<std::string>& args);
 int cmd_info(const std::vector<std::string>& args);
+// checkpoints (cmd_inspect.cpp, cmd_quantize.cpp)
+int cmd_inspect(const std::vector<std::string>& args);
+int cmd_quantize(const std::vector<std::string>& args);
+int cmd_run_checkpoint(const std::vector<std::string>& args);  // run --checkpoint
 
 }  // namespace fp4moe::cli

@@ -1,4 +1,5 @@
 // fp4moe - the command-line program.
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -13,6 +14,11 @@ void usage() {
       "usage: fp4moe <command> [options]\n"
       "  run    run one MoE layer (default: qwen3-30b-a3b, 16 tokens) and report accuracy and time\n"
       "         --preset NAME --tokens N --mode w4a16|w4a4|both --seed S --json FILE\n"
+      "  run --checkpoint PATH --layer N   one MoE layer of a safetensors checkpoint (router included)\n"
+      "         [--tokens N | --hidden-states FILE] --mode M --seed S --json FILE\n"
+      "  inspect PATH [--tensors]   architecture, MoE layers, experts, shapes, quantization\n"
+      "  quantize --input PATH --output DIR (--calib FILE | --no-input-scale) [--exclude PATTERNS]\n"
+      "         bf16/f16/f32 safetensors -> ModelOpt-format NVFP4 checkpoint\n"
       "  info   version, build options, GPUs and backends\n",
       FP4MOE_VERSION);
 }
@@ -27,6 +33,10 @@ int main(int argc, char** argv) {
   const std::string cmd = args[0];
   args.erase(args.begin());
   try {
+    if (cmd == "run" && std::find(args.begin(), args.end(), "--checkpoint") != args.end())
+      return fp4moe::cli::cmd_run_checkpoint(args);
+    if (cmd == "inspect") return fp4moe::cli::cmd_inspect(args);
+    if (cmd == "quantize") return fp4moe::cli::cmd_quantize(args);
     if (cmd == "run") return fp4moe::cli::cmd_run(args);
     if (cmd == "info") return fp4moe::cli::cmd_info(args);
     std::fprintf(stderr, "fp4moe: command: expected run or info, got \"%s\"\n", cmd.c_str());
