@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "cuda/backend_api.hpp"
+#include "fp4moe/bf16.hpp"
 #include "fp4moe/error.hpp"
 #include "fp4moe/reference.hpp"
 #include "fp4moe/synthetic.hpp"
@@ -219,6 +220,55 @@ void Moe::forward_from_logits(const TensorView& x, const TensorView& logits, con
 #else
   (void)stream;
   throw Error("forward_from_logits: backend " + m.report.chosen + " needs CUDA, which this build lacks");
+#endif
+}
+
+void Moe::forward_host(const TensorView& x, const TensorView& ids, const TensorView& wts,
+                       const MutableTensorView& out) {
+  Impl& m = *impl_;
+  if (m.on_cpu()) return forward(x, ids, wts, out);
+  const int64_t T = validate_inputs(m.spec, x, ids, wts);
+  check_tensor(out.view(), "out", DType::BF16, {T, m.spec.hidden});
+  if (T == 0) return;
+  validate_routing_values(m.spec, ids, wts);
+#if defined(FP4MOE_HAVE_DECODE)
+  const int64_t P = T * m.spec.topk, H = m.spec.hidden;
+  std::vector<int32_t> id32(static_cast<size_t>(P));
+  std::vector<float> w32(static_cast<size_t>(P));
+  for (int64_t i = 0; i < P; ++i) {
+    id32[static_cast<size_t>(i)] =
+        ids.dtype == DType::I32 ? ids.as<int32_t>()[i] : static_cast<int32_t>(ids.as<int64_t>()[i]);
+    w32[static_cast<size_t>(i)] = wts.dtype == DType::F32 ? wts.as<float>()[i] : bf16_to_float(wts.as<uint16_t>()[i]);
+  }
+  int prev = 0;
+  cuda_check(cudaGetDevice(&prev), "cudaGetDevice");
+  cuda_check(cudaSetDevice(m.opt.device), "cudaSetDevice");
+  void *dx = nullptr, *di = nullptr, *dw = nullptr, *dout = nullptr;
+  auto release = [&] {
+    for (void* ptr : {dx, di, dw, dout})
+      if (ptr) cudaFree(ptr);
+    cudaSetDevice(prev);
+  };
+  try {
+    const size_t xb = static_cast<size_t>(T * H) * 2;
+    cuda_check(cudaMalloc(&dx, xb), "cudaMalloc x");
+    cuda_check(cudaMalloc(&dout, xb), "cudaMalloc out");
+    cuda_check(cudaMalloc(&di, static_cast<size_t>(P) * 4), "cudaMalloc topk_ids");
+    cuda_check(cudaMalloc(&dw, static_cast<size_t>(P) * 4), "cudaMalloc topk_weights");
+    cuda_check(cudaMemcpy(dx, x.data, xb, cudaMemcpyHostToDevice), "copy x");
+    cuda_check(cudaMemcpy(di, id32.data(), id32.size() * 4, cudaMemcpyHostToDevice), "copy topk_ids");
+    cuda_check(cudaMemcpy(dw, w32.data(), w32.size() * 4, cudaMemcpyHostToDevice), "copy topk_weights");
+    forward(TensorView(dx, DType::BF16, {T, H}), TensorView(di, DType::I32, {T, m.spec.topk}),
+            TensorView(dw, DType::F32, {T, m.spec.topk}), MutableTensorView(dout, DType::BF16, {T, H}), nullptr);
+    cuda_check(cudaDeviceSynchronize(), "forward");
+    cuda_check(cudaMemcpy(out.data, dout, xb, cudaMemcpyDeviceToHost), "copy out");
+  } catch (...) {
+    release();
+    throw;
+  }
+  release();
+#else
+  throw Error("forward_host: backend " + m.report.chosen + " needs CUDA, which this build lacks");
 #endif
 }
 

@@ -113,16 +113,16 @@ bool arch_in_build(int major, int minor) { return major == 8 || (major == 9 && m
 // The GPU checks of one CUDA kernel family. `copies` prepared copies of the weights must fit.
 void cuda_checks(const Problem& p, const DeviceDesc& d, bool kernel_built, const char* kernel, int copies,
                  Checks& c) {
-  if (!d.cuda_built) {
-    c.no("this build has no CUDA support (" + (d.status.empty() ? std::string("no nvcc at configure time") : d.status) +
-         ")");
-  } else if (!kernel_built) {
-    c.no(std::string("the ") + kernel + " kernel is not compiled into this build");
-  }
   if (p.data == Memory::Host) c.no("the CUDA kernels read device memory; x/topk_ids/topk_weights/out are on the host");
   if (p.data == Memory::Unknown) c.unknown("where x/topk_ids/topk_weights/out live");
   if (p.ids_dtype == DType::I64) c.no("the CUDA kernels take int32 topk_ids (convert int64 ids before the call)");
   if (p.weights_dtype == DType::BF16) c.no("the CUDA kernels take float32 topk_weights (convert bf16 weights before the call)");
+  if (!d.cuda_built) {
+    c.no("this build has no CUDA support (" + (d.status.empty() ? std::string("no nvcc at configure time") : d.status) +
+         ")");
+    return;  // the GPU facts below would only repeat it
+  }
+  if (!kernel_built) c.no(std::string("the ") + kernel + " kernel is not compiled into this build");
   if (!d.gpus_known) {
     c.unknown("the GPUs (not probed)");
     return;
@@ -156,6 +156,31 @@ void cuda_checks(const Problem& p, const DeviceDesc& d, bool kernel_built, const
   }
 }
 
+// The limits the kernels' constructors enforce (src/cuda/decode.cu, prefill.cu), stated here
+// so that selection never picks a kernel that then refuses the layer.
+void decode_limits(const Problem& p, const DeviceDesc& d, int64_t tokens, Checks& c) {
+  if (p.spec.topk > 32) c.no(detail::concat("the decode kernel takes top-k <= 32, got ", p.spec.topk));
+  if (p.spec.experts > 32767) c.no(detail::concat("the decode kernel takes E <= 32767, got ", p.spec.experts));
+  // Its routing table lives in shared memory: mirrors decode_smem_bytes() in decode_kernel.cuh.
+  const int64_t P = std::max<int64_t>(tokens, 1) * p.spec.topk, E = p.spec.experts;
+  const int64_t routing = P * 8 + E * 16 + 64;
+  const int64_t smem = 4 * (4 * 2 + 4) * 512 + (routing + 15) / 16 * 16;
+  if (d.gpus_known && p.device >= 0 && p.device < static_cast<int>(d.gpus.size())) {
+    const size_t limit = d.gpus[static_cast<size_t>(p.device)].smem_per_block_optin;
+    if (limit == 0)
+      c.unknown("the shared memory per block of GPU " + std::to_string(p.device));
+    else if (static_cast<size_t>(smem) > limit)
+      c.no(detail::concat("the decode kernel's routing table for ", P, " pairs and ", E, " experts needs ", smem,
+                          " bytes of shared memory, GPU ", p.device, " has ", limit));
+  }
+}
+
+void prefill_limits(const Problem& p, Checks& c) {
+  if (p.spec.experts > 512) c.no(detail::concat("the prefill kernel takes E <= 512, got ", p.spec.experts));
+  if (p.max_tokens * p.spec.topk >= (int64_t{1} << 30))
+    c.no(detail::concat("the prefill kernel takes max_tokens * top-k < 2^30, got ", p.max_tokens * p.spec.topk));
+}
+
 CanImplement check_cpu(const Problem& p, const DeviceDesc&) {
   Checks c;
   common_checks(p, c);
@@ -173,6 +198,7 @@ CanImplement check_decode(const Problem& p, const DeviceDesc& d) {
     c.no(detail::concat("max_tokens = ", p.max_tokens, " exceeds the fused decode kernel's limit of ",
                         cuda_decode_max_tokens(), " tokens"));
   if (p.max_tokens == 0) c.unknown("the token count bound (max_tokens)");
+  decode_limits(p, d, std::min<int64_t>(p.max_tokens, cuda_decode_max_tokens()), c);
   return c.done(detail::concat("fused single-launch kernel for 1..", cuda_decode_max_tokens(), " tokens"));
 }
 
@@ -180,6 +206,7 @@ CanImplement check_prefill(const Problem& p, const DeviceDesc& d) {
   Checks c;
   common_checks(p, c);
   cuda_checks(p, d, d.prefill_built, "grouped-GEMM prefill", 1, c);
+  prefill_limits(p, c);
   return c.done("grouped GEMMs, any token count");
 }
 
@@ -193,6 +220,8 @@ CanImplement check_hybrid(const Problem& p, const DeviceDesc& d, int64_t crossov
   if (!d.prefill_built && d.cuda_built)
     c.no("needs cuda-prefill: the grouped-GEMM prefill kernel is not compiled into this build");
   cuda_checks(p, d, true, "", 2, c);
+  decode_limits(p, d, std::min<int64_t>(p.max_tokens > 0 ? p.max_tokens : kMaxCrossover, crossover) - 1, c);
+  prefill_limits(p, c);
   if (p.max_tokens == 0) c.unknown("the token count bound (max_tokens)");
   std::string yes = detail::concat("cuda-decode below ", crossover, " tokens, cuda-prefill at or above; two prepared "
                                    "copies of the weights (2 x ", gib(layer_weight_bytes(p.spec)), ")");

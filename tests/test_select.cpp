@@ -20,6 +20,7 @@ GpuInfo h100() {
   g.cc_minor = 0;
   g.sms = 132;
   g.memory_bytes = size_t(80) << 30;
+  g.smem_per_block_optin = 227 * 1024;
   return g;
 }
 
@@ -245,6 +246,31 @@ TEST_F(Select, PrefillRejectsKernelNotCompiled) {
   EXPECT_EQ(v.verdict, Verdict::No);
   EXPECT_TRUE(contains(v.reason, "prefill kernel is not compiled")) << v.reason;
   EXPECT_EQ(can_implement(kCudaPrefill, qwen_problem(1024), gpu_machine()).verdict, Verdict::Yes);
+}
+
+TEST_F(Select, KernelLimitsOnTheShape) {
+  Problem p = qwen_problem(64);
+  p.spec.topk = 40;
+  p.spec.experts = 4096;
+  auto v = can_implement(kCudaDecode, p, gpu_machine());
+  EXPECT_EQ(v.verdict, Verdict::No);
+  EXPECT_TRUE(contains(v.reason, "top-k <= 32")) << v.reason;
+  v = can_implement(kCudaPrefill, p, gpu_machine());
+  EXPECT_EQ(v.verdict, Verdict::No);
+  EXPECT_TRUE(contains(v.reason, "E <= 512")) << v.reason;
+  // 64 tokens x 8 pairs and 16000 experts: the routing table outgrows shared memory.
+  p.spec.topk = 8;
+  p.spec.experts = 16000;
+  p.spec.hidden = 256;
+  p.spec.inter = 128;
+  v = can_implement(kCudaDecode, p, gpu_machine());
+  EXPECT_EQ(v.verdict, Verdict::No);
+  EXPECT_TRUE(contains(v.reason, "bytes of shared memory")) << v.reason;
+  p.spec.experts = 2048;
+  EXPECT_EQ(can_implement(kCudaDecode, p, gpu_machine()).verdict, Verdict::Yes);
+  DeviceDesc d = gpu_machine();
+  d.gpus[0].smem_per_block_optin = 0;  // not known: abstain
+  EXPECT_EQ(can_implement(kCudaDecode, p, d).verdict, Verdict::Unknown);
 }
 
 TEST_F(Select, MemoryLimitCountsHybridTwice) {

@@ -116,6 +116,7 @@ class Json {
 
 int cmd_run(const std::vector<std::string>& args);
 int cmd_info(const std::vector<std::string>& args);
+int cmd_tune(const std::vector<std::string>& args);
 // checkpoints (cmd_inspect.cpp, cmd_quantize.cpp)
 int cmd_inspect(const std::vector<std::string>& args);
 int cmd_quantize(const std::vector<std::string>& args);

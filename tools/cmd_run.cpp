@@ -4,8 +4,10 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 
 #include "cli.hpp"
+#include "fp4moe/api.hpp"
 #include "fp4moe/bf16.hpp"
 #include "fp4moe/device.hpp"
 #include "fp4moe/metrics.hpp"
@@ -25,17 +27,36 @@ struct ModeResult {
   double ms = 0;
 };
 
-std::string backend_reason() {
-  const DeviceInfo& d = probe_devices();
-  if (!d.built_with_cuda) return "the only backend in this build (" + d.cuda_status + ")";
-  if (!d.has_gpu()) return "no GPU backend can run here (" + d.cuda_status + ")";
-  return "the GPU backends are not wired into `run` yet";
+// Selection (fp4moe::select through the Moe API): the data is staged to the GPU when a GPU
+// backend is chosen. In auto, when no backend can take device data (say, a batch too large for
+// the decode kernel and no prefill kernel), the host is tried next - and the output says so.
+std::unique_ptr<Moe> make_moe(const MoeSpec& spec, const MoeWeights& w, int64_t T, const std::string& backend,
+                              std::string& why) {
+  MoeOptions o;
+  o.backend = backend;
+  o.max_tokens = std::max<int64_t>(T, 1);
+  o.weights_on = Memory::Host;
+  const bool gpu = !probe_devices().gpus.empty() && probe_devices().built_with_cuda;
+  o.data_on = (gpu && backend != kCpuReference) ? Memory::Device : Memory::Host;
+  try {
+    auto m = std::make_unique<Moe>(spec, w, o);
+    why = m->report().chosen_candidate().verdict.reason;
+    return m;
+  } catch (const SelectionError& e) {
+    if (backend != "auto" || o.data_on == Memory::Host) throw;
+    o.data_on = Memory::Host;
+    auto m = std::make_unique<Moe>(spec, w, o);
+    why = m->report().chosen_candidate().verdict.reason + "; no GPU backend could run it (" + e.what() + ")";
+    return m;
+  }
 }
 
 }  // namespace
 
 int cmd_run(const std::vector<std::string>& argv) {
-  Args a(argv, {{"--preset", true}, {"--tokens", true}, {"--mode", true}, {"--seed", true}, {"--json", true}});
+  Args a(argv, {{"--preset", true}, {"--tokens", true}, {"--mode", true}, {"--seed", true}, {"--json", true}, {"--backend", true}});
+  const std::string backend = a.str("--backend", "auto");
+  if (backend != "auto") (void)backend_summary(backend);  // an unknown name fails before any work
   const Preset& p = find_preset(a.str("--preset", "qwen3-30b-a3b"));
   const int64_t T = a.integer("--tokens", 16, 0, 1 << 20);
   const uint64_t seed = static_cast<uint64_t>(a.integer("--seed", 0, 0, INT64_MAX));
@@ -98,10 +119,11 @@ int cmd_run(const std::vector<std::string>& argv) {
     }
     ModeResult r;
     r.mode = m;
-    r.backend = "cpu-reference";
-    r.why = backend_reason();
+    auto moe = make_moe(spec, S.nvfp4.view(), T, backend, r.why);
+    r.backend = moe->backend();
+    std::vector<uint16_t> out(static_cast<size_t>(T * H));
     const auto t0 = std::chrono::steady_clock::now();
-    const auto out = reference_moe(spec, S.nvfp4.view(), xv, idv, wv);
+    moe->forward_host(xv, idv, wv, MutableTensorView(out.data(), DType::BF16, {T, H}));
     r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     r.err = compare_bf16(out, ref64);
     results.push_back(r);

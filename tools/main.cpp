@@ -19,7 +19,11 @@ void usage() {
       "  inspect PATH [--tensors]   architecture, MoE layers, experts, shapes, quantization\n"
       "  quantize --input PATH --output DIR (--calib FILE | --no-input-scale) [--exclude PATTERNS]\n"
       "         bf16/f16/f32 safetensors -> ModelOpt-format NVFP4 checkpoint\n"
-      "  info   version, build options, GPUs and backends\n",
+      "         --backend auto|cpu-reference|cuda-decode|cuda-prefill|hybrid\n"
+      "  info   version, build options, GPUs and backends; with --preset NAME --tokens N the\n"
+      "         selection report [--mode M --backend B --data host|device --crossover C]\n"
+      "  tune   measure the hybrid crossover on this GPU and store it in the tune file\n"
+      "         --preset NAME --mode w4a16|w4a4 --iters N --out FILE --device D\n",
       FP4MOE_VERSION);
 }
 }  // namespace
@@ -39,7 +43,8 @@ int main(int argc, char** argv) {
     if (cmd == "quantize") return fp4moe::cli::cmd_quantize(args);
     if (cmd == "run") return fp4moe::cli::cmd_run(args);
     if (cmd == "info") return fp4moe::cli::cmd_info(args);
-    std::fprintf(stderr, "fp4moe: command: expected run or info, got \"%s\"\n", cmd.c_str());
+    if (cmd == "tune") return fp4moe::cli::cmd_tune(args);
+    std::fprintf(stderr, "fp4moe: command: expected run, info or tune, got \"%s\"\n", cmd.c_str());
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fp4moe %s: error: %s\n", cmd.c_str(), e.what());

@@ -82,6 +82,12 @@ class Moe {
   void forward_from_logits(const TensorView& x, const TensorView& router_logits, const RoutingSpec& routing,
                            const MutableTensorView& out, void* stream = nullptr);
 
+  // For tools and tests: x, topk_ids, topk_weights and out on the HOST whatever the backend
+  // (int32/int64 ids, float32/bf16 weights). A CUDA backend gets them through temporary device
+  // buffers: this allocates and synchronizes - not for serving.
+  void forward_host(const TensorView& x, const TensorView& topk_ids, const TensorView& topk_weights,
+                    const MutableTensorView& out);
+
   const std::string& backend() const;        // the chosen backend's name
   const SelectionReport& report() const;     // why it was chosen, and every rejection
   const MoeSpec& spec() const;
