@@ -132,10 +132,16 @@ __device__ __forceinline__ void quantize_block16(float (&v)[16], float input_sca
 }
 
 // ---- the kernel ----
-template <int BM>
+// WM: warps along M (1 or 2); the 8 warps split the 128 weight rows in 8 / WM slices. With
+// WM = 1 every warp dequantizes a distinct 16-row weight slice (no redundant dequantization)
+// and reads the whole A tile; with WM = 2 two warps share each 32-row slice.
+template <int BM, int WM = 1>
 struct GemmShape {
-  static constexpr int kWarpM = BM / 2;
+  static constexpr int kWarpM = BM / WM;
   static constexpr int kMT = kWarpM / 16;
+  static constexpr int kWarpsN = 8 / WM;
+  static constexpr int kWarpN = kBN / kWarpsN;
+  static constexpr int kNT8 = kWarpN / 8;
   static constexpr int kAStage = BM * kBK * 2;
   static constexpr int kBStage = kBN * 32;
   static constexpr int kSStage = kBN * 16;
@@ -145,18 +151,18 @@ struct GemmShape {
   static_assert(BM * (kBN + 8) * 2 <= kSmem, "epilogue tile must fit in the pipeline buffers");
 };
 
-template <int BM, int EPI>
-__global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const GemmParams p) {
-  using S = GemmShape<BM>;
+template <int BM, int WM, int EPI>
+__global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) grouped_gemm_kernel(const GemmParams p) {
+  using S = GemmShape<BM, WM>;
   constexpr int MT = S::kMT;
-  constexpr int NT8 = 4;  // n8 tiles per warp (32 columns)
+  constexpr int NT8 = S::kNT8;  // n8 tiles per warp
   constexpr int AR = BM / 32;  // A rows per thread per stage
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ int s_pair[BM];
   __shared__ float s_w[BM];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp >> 2, wn = warp & 3;
+  const int wm = warp / S::kWarpsN, wn = warp % S::kWarpsN;
   const int total = p.tile_start[p.experts];
 
   for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
@@ -176,22 +182,18 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const GemmPar
       s_pair[tid] = pr;
       s_w[tid] = pr >= 0 ? p.topk_w[pr] : 0.0f;
     }
-    const __nv_bfloat16* a_src[AR];
-    bool a_ok[AR];
+    int a_row[AR];  // source row of A per loaded tile row, -1 past the expert's rows
 #pragma unroll
     for (int i = 0; i < AR; ++i) {
       const int r = (tid >> 3) + 32 * i;
-      a_ok[i] = r < rows;
-      a_src[i] = p.a;
-      if (a_ok[i]) {
+      a_row[i] = -1;
+      if (r < rows) {
         const int slot = row0 + r;
-        int64_t arow;
-        if (p.a_row_mode == 2) arow = slot;
+        if (p.a_row_mode == 2) a_row[i] = slot;
         else {
           const int pr = p.sorted_pair[slot];
-          arow = p.a_row_mode == 0 ? pr / p.topk : pr;
+          a_row[i] = p.a_row_mode == 0 ? pr / p.topk : pr;
         }
-        a_src[i] = p.a + arow * p.a_stride;
       }
     }
     const size_t wblock = (static_cast<size_t>(e) * p.nt + ntile) * p.kc;
@@ -203,8 +205,9 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const GemmPar
 #pragma unroll
       for (int i = 0; i < AR; ++i) {
         const int r = (tid >> 3) + 32 * i;
-        const bool ok = a_ok[i] && kcol < p.a_cols;
-        cp_async16(sa + r * 128 + ((chunk ^ (r & 7)) << 4), ok ? a_src[i] + kcol : p.a, ok ? 16 : 0);
+        const bool ok = a_row[i] >= 0 && kcol < p.a_cols;
+        const __nv_bfloat16* src = ok ? p.a + static_cast<int64_t>(a_row[i]) * p.a_stride + kcol : p.a;
+        cp_async16(sa + r * 128 + ((chunk ^ (r & 7)) << 4), src, ok ? 16 : 0);
       }
       const uint8_t* wc = p.w_codes + (wblock + kc) * (kBN * 32);
       cp_async16(sa + S::kAStage + tid * 16, wc + tid * 16, 16);
@@ -243,33 +246,33 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const GemmPar
       uint4 sc[NT8];
 #pragma unroll
       for (int j = 0; j < NT8; ++j) {
-        const int n = wn * 32 + j * 8 + (lane >> 2);
+        const int n = wn * S::kWarpN + j * 8 + (lane >> 2);
         wq[j] = *reinterpret_cast<const uint2*>(sb + n * 32 + (lane & 3) * 8);
         sc[j] = *reinterpret_cast<const uint4*>(ss + n * 16);
       }
 #pragma unroll
       for (int kb = 0; kb < 4; ++kb) {
-        uint32_t af[MT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          const int r = wm * S::kWarpM + mt * 16 + (lane & 15);
-          const int chunk = kb * 2 + (lane >> 4);
-          ldmatrix_x4(af[mt], sa + r * 128 + ((chunk ^ (r & 7)) << 4));
-        }
+        uint32_t bf[NT8][2];
 #pragma unroll
         for (int j = 0; j < NT8; ++j) {
           const uint32_t w = kb < 2 ? wq[j].x : wq[j].y;
           const uint32_t s2 = kb == 0 ? sc[j].x : kb == 1 ? sc[j].y : kb == 2 ? sc[j].z : sc[j].w;
-          uint32_t b0, b1;
           if (kb & 1) {
-            b0 = fp4x2_to_bf16x2<2>(w, s2);
-            b1 = fp4x2_to_bf16x2<3>(w, s2);
+            bf[j][0] = fp4x2_to_bf16x2<2>(w, s2);
+            bf[j][1] = fp4x2_to_bf16x2<3>(w, s2);
           } else {
-            b0 = fp4x2_to_bf16x2<0>(w, s2);
-            b1 = fp4x2_to_bf16x2<1>(w, s2);
+            bf[j][0] = fp4x2_to_bf16x2<0>(w, s2);
+            bf[j][1] = fp4x2_to_bf16x2<1>(w, s2);
           }
+        }
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt) mma_bf16(acc[mt][j], af[mt], b0, b1);
+        for (int mt = 0; mt < MT; ++mt) {
+          uint32_t af[4];
+          const int r = wm * S::kWarpM + mt * 16 + (lane & 15);
+          const int chunk = kb * 2 + (lane >> 4);
+          ldmatrix_x4(af, sa + r * 128 + ((chunk ^ (r & 7)) << 4));
+#pragma unroll
+          for (int j = 0; j < NT8; ++j) mma_bf16(acc[mt][j], af, bf[j][0], bf[j][1]);
         }
       }
     }
@@ -285,7 +288,7 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const GemmPar
 #pragma unroll
           for (int hf = 0; hf < 2; ++hf) {
             const int r = wm * S::kWarpM + mt * 16 + (lane >> 2) + hf * 8;
-            const int col = ntile * kBN + wn * 32 + j * 8 + (lane & 3) * 2;
+            const int col = ntile * kBN + wn * S::kWarpN + j * 8 + (lane & 3) * 2;
             if (r < rows && col < p.out_cols) {
               const float z0 = acc[mt][j][hf * 2] * g, z1 = acc[mt][j][hf * 2 + 1] * g;
               const float w = s_w[r];
@@ -306,7 +309,7 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const GemmPar
 #pragma unroll
           for (int hf = 0; hf < 2; ++hf) {
             const int r = wm * S::kWarpM + mt * 16 + (lane >> 2) + hf * 8;
-            const int cl = wn * 32 + j * 8 + (lane & 3) * 2;
+            const int cl = wn * S::kWarpN + j * 8 + (lane & 3) * 2;
             const float y0 = acc[mt][j][hf * 2] * g, y1 = acc[mt][j][hf * 2 + 1] * g;
             if constexpr (EPI == kEpiSwiGLU) {
               // prepared rows interleave gate (even) and up (odd) of one intermediate index

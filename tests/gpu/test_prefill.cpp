@@ -294,17 +294,24 @@ TEST(PrefillGraph, ReplayMatchesEager) {
 TEST(PrefillPerf, PrintRates) {
   FP4MOE_SKIP_WITHOUT_GPU();
   if (std::getenv("FP4MOE_PERF") == nullptr) GTEST_SKIP() << "set FP4MOE_PERF=1 to time";
+  // FP4MOE_PERF_ONLY=<preset>, FP4MOE_PERF_M=<tokens>, FP4MOE_PERF_MODE=w4a16|w4a4 narrow the sweep
+  const char* only = std::getenv("FP4MOE_PERF_ONLY");
+  const char* only_m = std::getenv("FP4MOE_PERF_M");
+  const char* only_mode = std::getenv("FP4MOE_PERF_MODE");
   for (const char* name : {"qwen3-30b-a3b", "nemotron-3-nano-30b-a3b", "glm-4.5-air", "deepseek-v3"}) {
+    if (only && std::string(only) != name) continue;
     MoeSpec s = find_preset(name).spec(Mode::W4A16);
     if (std::string(name) == "deepseek-v3") s.experts = 64;  // host memory for the layer
     NvFp4Layer L = random_nvfp4_layer(s, 3);
     for (Mode m : {Mode::W4A16, Mode::W4A4}) {
+      if (only_mode && std::string(only_mode) != to_string(m)) continue;
       s.mode = m;
       L.spec = s;
       if (m == Mode::W4A4) set_input_scales(L, 3.5f, 20.0f);
       const int64_t maxT = 16384;
       auto K = cuda::make_prefill_kernel(s, L.view(), cuda::WeightsOn::Host, maxT, 0);
       for (int64_t T : {1024LL, 4096LL, 16384LL}) {
+        if (only_m && std::atoll(only_m) != T) continue;
         Inputs in = make_inputs(s, T, 17);
         DeviceBuffer<uint16_t> x(in.x), out(static_cast<size_t>(T * s.hidden));
         DeviceBuffer<int32_t> ids(in.r.ids);
