@@ -131,11 +131,27 @@ int cmd_tune(const std::vector<std::string>& argv) {
     tp.push_back(time_us(pre, M));
     std::printf("  %6lld  %12.1f  %12.1f\n", static_cast<long long>(M), td.back(), tp.back());
   }
+  const auto [c, loss] = best_crossover(Ms, td, tp);
+  // Check: the hybrid backend itself, with this crossover, against the faster path at each M.
+  o.backend = kHybrid;
+  o.crossover = c;
+  Moe hyb(spec, L.view(), o);
+  double worst = 0;
+  std::printf("  %6s  %12s  %12s\n", "M", "hybrid us", "vs faster");
+  for (size_t i = 0; i < Ms.size(); ++i) {
+    const int64_t M = Ms[i];
+    const Routing r = random_routing(M, spec.experts, k, static_cast<uint64_t>(M));
+    check(cudaMemcpy(di, r.ids.data(), r.ids.size() * 4, cudaMemcpyHostToDevice), "copy");
+    check(cudaMemcpy(dw, r.weights.data(), r.weights.size() * 4, cudaMemcpyHostToDevice), "copy");
+    const double th = time_us(hyb, M), ratio = th / std::min(td[i], tp[i]);
+    worst = std::max(worst, ratio);
+    std::printf("  %6lld  %12.1f  %11.1f%%\n", static_cast<long long>(M), th, (ratio - 1.0) * 100.0);
+  }
+  std::printf("hybrid      worst %.1f%% slower than the faster path (measured)\n", (worst - 1.0) * 100.0);
   for (void* ptr : {dx, di, dw, dout}) cudaFree(ptr);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
 
-  const auto [c, loss] = best_crossover(Ms, td, tp);
   TuneEntry e;
   e.gpu = gpu_key(d.gpus[static_cast<size_t>(device)].name);
   e.hidden = spec.hidden;
