@@ -1,0 +1,379 @@
+// fp4moe bench: times an fp4moe MoE backend against the hardware floors and a cuBLAS bf16
+// MoE baseline, all measured in the same run on the same GPU.
+//
+//   decode  (default M = 1..64): floor = bytes of the touched experts' NVFP4 weights and scales
+//           / measured device-to-device copy bandwidth (bytes read + written).
+//   prefill (default M = 256..16384): rate = useful FLOPs 2 * pairs * (H * N1 + I * H) / time,
+//           compared with the measured cuBLAS bf16 8192^3 GEMM rate.
+// Timing: CUDA events around one CUDA-graph replay, L2 flushed (a 4x-L2 memset) before each
+// replay, median of --reps. The baseline: the same routing grouped per expert on the host,
+// a gather, one cuBLAS bf16 GEMM per touched expert (fp32 accumulation) for FC1, the
+// activation, one GEMM per expert for FC2, and the same fixed-order fp32 combine.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuda/backend_api.hpp"
+#include "fp4moe/presets.hpp"
+#include "fp4moe/synthetic.hpp"
+
+using namespace fp4moe;
+
+#define CK(call)                                                                                   \
+  do {                                                                                             \
+    cudaError_t e_ = (call);                                                                       \
+    if (e_ != cudaSuccess) {                                                                       \
+      std::fprintf(stderr, "CUDA error %s at %s:%d: %s\n", #call, __FILE__, __LINE__, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                                \
+    }                                                                                              \
+  } while (0)
+#define CB(call)                                                                        \
+  do {                                                                                  \
+    cublasStatus_t s_ = (call);                                                         \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                  \
+      std::fprintf(stderr, "cuBLAS error %d at %s:%d\n", static_cast<int>(s_), __FILE__, __LINE__); \
+      std::exit(1);                                                                     \
+    }                                                                                   \
+  } while (0)
+
+namespace {
+
+__global__ void fill_bf16(__nv_bfloat16* p, size_t n, uint32_t seed, float scale) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * static_cast<size_t>(blockDim.x)) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = __float2bfloat16((static_cast<float>(h & 0xFFFF) / 65536.0f - 0.5f) * scale);
+  }
+}
+__global__ void gather_rows(const __nv_bfloat16* x, const int* tok, __nv_bfloat16* xg, int P, int H) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < P * (H / 8); i += gridDim.x * blockDim.x) {
+    const int s = i / (H / 8), c = i % (H / 8);
+    reinterpret_cast<uint4*>(xg + static_cast<size_t>(s) * H)[c] =
+        reinterpret_cast<const uint4*>(x + static_cast<size_t>(tok[s]) * H)[c];
+  }
+}
+__global__ void activation(const __nv_bfloat16* y, __nv_bfloat16* h, int P, int I, int swiglu) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < P * I; i += gridDim.x * blockDim.x) {
+    const int s = i / I, c = i % I;
+    float v;
+    if (swiglu) {
+      const float g = __bfloat162float(y[static_cast<size_t>(s) * 2 * I + c]);
+      const float u = __bfloat162float(y[static_cast<size_t>(s) * 2 * I + I + c]);
+      v = g / (1.0f + expf(-g)) * u;
+    } else {
+      const float r = fmaxf(__bfloat162float(y[static_cast<size_t>(s) * I + c]), 0.0f);
+      v = r * r;
+    }
+    h[i] = __float2bfloat16(v);
+  }
+}
+__global__ void combine(const __nv_bfloat16* z, const int* slot_of_pair, const float* w, __nv_bfloat16* out, int T, int k,
+                        int H) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < T * H; i += gridDim.x * blockDim.x) {
+    const int t = i / H, o = i % H;
+    float acc = 0.0f;
+    for (int j = 0; j < k; ++j)
+      acc = __fadd_rn(acc, __fmul_rn(w[t * k + j], __bfloat162float(z[static_cast<size_t>(slot_of_pair[t * k + j]) * H + o])));
+    out[i] = __float2bfloat16(acc);
+  }
+}
+
+__global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * static_cast<size_t>(blockDim.x))
+    dst[i] = src[i];
+}
+
+struct Timer {
+  cudaStream_t st;
+  cudaEvent_t a, b;
+  void* flush = nullptr;
+  size_t flush_bytes;
+  explicit Timer(size_t l2) : flush_bytes(std::max<size_t>(4 * l2, 64u << 20)) {
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    CK(cudaMalloc(&flush, flush_bytes));
+  }
+  // median of reps timed replays of g, each after an L2 flush; microseconds
+  double time_graph(cudaGraphExec_t g, int reps, bool flush_l2 = true) {
+    std::vector<float> ms;
+    for (int i = 0; i < reps + 2; ++i) {
+      if (flush_l2) CK(cudaMemsetAsync(flush, i & 0xFF, flush_bytes, st));
+      CK(cudaEventRecord(a, st));
+      CK(cudaGraphLaunch(g, st));
+      CK(cudaEventRecord(b, st));
+      CK(cudaEventSynchronize(b));
+      float t = 0;
+      CK(cudaEventElapsedTime(&t, a, b));
+      if (i >= 2) ms.push_back(t);  // two warm-up replays
+    }
+    std::sort(ms.begin(), ms.end());
+    return 1000.0 * ms[ms.size() / 2];
+  }
+};
+
+template <typename F>
+cudaGraphExec_t capture(cudaStream_t st, F&& body) {
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  body();
+  CK(cudaStreamEndCapture(st, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  CK(cudaGraphDestroy(g));
+  return ge;
+}
+
+double measure_copy_gbps(Timer& tm) {
+  const size_t n = size_t(2) << 30;
+  void *src, *dst;
+  CK(cudaMalloc(&src, n));
+  CK(cudaMalloc(&dst, n));
+  CK(cudaMemset(src, 1, n));
+  // the better of cudaMemcpyAsync and a 16-byte-per-thread copy kernel
+  auto g = capture(tm.st, [&] { CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, tm.st)); });
+  double us = tm.time_graph(g, 10, false);
+  CK(cudaGraphExecDestroy(g));
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  g = capture(tm.st, [&] {
+    copy_kernel<<<sms * 8, 512, 0, tm.st>>>(static_cast<const uint4*>(src), static_cast<uint4*>(dst), n / 16);
+  });
+  us = std::min(us, tm.time_graph(g, 10, false));
+  CK(cudaGraphExecDestroy(g));
+  CK(cudaFree(src));
+  CK(cudaFree(dst));
+  return 2.0 * n / (us * 1e-6) / 1e9;
+}
+
+double measure_gemm_tflops(Timer& tm, cublasHandle_t cb) {
+  const int n = 8192;
+  __nv_bfloat16 *A, *B, *C;
+  CK(cudaMalloc(&A, size_t(n) * n * 2));
+  CK(cudaMalloc(&B, size_t(n) * n * 2));
+  CK(cudaMalloc(&C, size_t(n) * n * 2));
+  fill_bf16<<<1024, 256, 0, tm.st>>>(A, size_t(n) * n, 1, 2.0f);
+  fill_bf16<<<1024, 256, 0, tm.st>>>(B, size_t(n) * n, 2, 2.0f);
+  const float one = 1.0f, zero = 0.0f;
+  auto g = capture(tm.st, [&] {
+    CB(cublasGemmEx(cb, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, A, CUDA_R_16BF, n, B, CUDA_R_16BF, n, &zero, C,
+                    CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  });
+  const double us = tm.time_graph(g, 20, false);
+  CK(cudaGraphExecDestroy(g));
+  CK(cudaFree(A));
+  CK(cudaFree(B));
+  CK(cudaFree(C));
+  return 2.0 * n * double(n) * n / (us * 1e-6) / 1e12;
+}
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) v.push_back(std::stoll(item));
+  return v;
+}
+std::vector<std::string> parse_names(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) v.push_back(item);
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> opt = {{"--backend", "decode"},
+                                            {"--presets", "qwen3-30b-a3b,nemotron-3-nano-30b-a3b,deepseek-v3,gpt-oss-120b"},
+                                            {"--tokens", ""},
+                                            {"--mode", "w4a16"},
+                                            {"--reps", "20"},
+                                            {"--json", ""},
+                                            {"--commit", "unknown"},
+                                            {"--seed", "1"}};
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (!opt.count(a) || i + 1 >= argc) {
+      std::fprintf(stderr, "usage: bench_moe [--backend decode|prefill] [--presets a,b] [--tokens 1,2,..] [--mode w4a16|w4a4] [--reps N] [--json FILE] [--commit SHA]\n");
+      return 2;
+    }
+    opt[a] = argv[++i];
+  }
+  const bool prefill = opt["--backend"] == "prefill";
+  if (!prefill && opt["--backend"] != "decode") {
+    std::fprintf(stderr, "--backend: expected decode or prefill, got %s\n", opt["--backend"].c_str());
+    return 2;
+  }
+  const auto Ms = parse_list(opt["--tokens"].empty() ? (prefill ? "256,1024,4096,16384" : "1,2,4,8,16,32,64")
+                                                     : opt["--tokens"]);
+  const Mode mode = parse_mode(opt["--mode"]);
+  const int reps = std::stoi(opt["--reps"]);
+  const uint64_t seed = std::stoull(opt["--seed"]);
+
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  Timer tm(static_cast<size_t>(prop.l2CacheSize));
+  cublasHandle_t cb;
+  CB(cublasCreate(&cb));
+  CB(cublasSetStream(cb, tm.st));
+  void* cb_ws;
+  CK(cudaMalloc(&cb_ws, 64 << 20));
+  CB(cublasSetWorkspace(cb, cb_ws, 64 << 20));
+  const double copy_gbps = measure_copy_gbps(tm);
+  const double gemm_tf = measure_gemm_tflops(tm, cb);
+  std::printf("device %s, %d SMs, L2 %d MB | copy %.0f GB/s (read+write) | cuBLAS bf16 8192^3 %.0f TFLOP/s\n", prop.name,
+              prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_gbps, gemm_tf);
+
+  std::ostringstream rows;
+  bool first_row = true;
+  std::printf("\n%-26s %6s %6s %8s %10s %10s %7s %10s %8s %9s\n", "preset", "M", "exp", "floor_us", "fp4moe_us",
+              "bound_us", "xfloor", "cublas_us", "speedup", prefill ? "TFLOP/s" : "GB/s");
+  for (const auto& name : parse_names(opt["--presets"])) {
+    const Preset& pr = find_preset(name);
+    MoeSpec spec = pr.spec(mode);
+    const int64_t H = spec.hidden, I = spec.inter, N1 = spec.n1(), E = spec.experts, k = spec.topk;
+    const int64_t maxM = *std::max_element(Ms.begin(), Ms.end());
+    const auto t0 = std::chrono::steady_clock::now();
+    NvFp4Layer L = random_nvfp4_layer(spec, seed);
+    if (mode == Mode::W4A4) set_input_scales(L, 4.0f, 4.0f);
+    std::unique_ptr<cuda::MoeKernel> kern = prefill
+        ? cuda::make_prefill_kernel(spec, L.view(), cuda::WeightsOn::Host, maxM, 0)
+        : cuda::make_decode_kernel(spec, L.view(), cuda::WeightsOn::Host, maxM, 0);
+    const size_t expert_bytes = L.expert_bytes();
+    L = NvFp4Layer{};  // host copy no longer needed
+    // bf16 baseline weights: every expert, device resident
+    __nv_bfloat16 *W1, *W2;
+    CK(cudaMalloc(&W1, size_t(E) * N1 * H * 2));
+    CK(cudaMalloc(&W2, size_t(E) * H * I * 2));
+    fill_bf16<<<4096, 256, 0, tm.st>>>(W1, size_t(E) * N1 * H, 11, 0.05f);
+    fill_bf16<<<4096, 256, 0, tm.st>>>(W2, size_t(E) * H * I, 12, 0.05f);
+    CK(cudaStreamSynchronize(tm.st));
+    std::fprintf(stderr, "  %s: prepared in %.1f s\n", name.c_str(),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+
+    for (int64_t M : Ms) {
+      const int64_t P = M * k;
+      auto x = random_hidden_states(M, H, seed + static_cast<uint64_t>(M));
+      Routing r = random_routing(M, E, k, seed + 100 + static_cast<uint64_t>(M));
+      // host grouping for the baseline (and the touched-expert count for the floor)
+      std::vector<std::vector<int>> pairs_of(static_cast<size_t>(E));
+      for (int64_t p = 0; p < P; ++p) pairs_of[static_cast<size_t>(r.ids[static_cast<size_t>(p)])].push_back(static_cast<int>(p));
+      std::vector<int> tok_of_slot, slot_of_pair(static_cast<size_t>(P)), ecount, eoff;
+      std::vector<int64_t> experts;
+      for (int64_t e = 0; e < E; ++e) {
+        const auto& v = pairs_of[static_cast<size_t>(e)];
+        if (v.empty()) continue;
+        experts.push_back(e);
+        eoff.push_back(static_cast<int>(tok_of_slot.size()));
+        ecount.push_back(static_cast<int>(v.size()));
+        for (int p : v) {
+          slot_of_pair[static_cast<size_t>(p)] = static_cast<int>(tok_of_slot.size());
+          tok_of_slot.push_back(static_cast<int>(p / k));
+        }
+      }
+      const int64_t touched = static_cast<int64_t>(experts.size());
+      // device buffers
+      __nv_bfloat16 *dx, *dout, *dxg, *dy, *dh, *dz;
+      int *dids, *dtok, *dslot;
+      float* dw;
+      CK(cudaMalloc(&dx, size_t(M) * H * 2));
+      CK(cudaMalloc(&dout, size_t(M) * H * 2));
+      CK(cudaMalloc(&dxg, size_t(P) * H * 2));
+      CK(cudaMalloc(&dy, size_t(P) * N1 * 2));
+      CK(cudaMalloc(&dh, size_t(P) * I * 2));
+      CK(cudaMalloc(&dz, size_t(P) * H * 2));
+      CK(cudaMalloc(&dids, size_t(P) * 4));
+      CK(cudaMalloc(&dtok, size_t(P) * 4));
+      CK(cudaMalloc(&dslot, size_t(P) * 4));
+      CK(cudaMalloc(&dw, size_t(P) * 4));
+      CK(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(dids, r.ids.data(), size_t(P) * 4, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(dw, r.weights.data(), size_t(P) * 4, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(dtok, tok_of_slot.data(), size_t(P) * 4, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(dslot, slot_of_pair.data(), size_t(P) * 4, cudaMemcpyHostToDevice));
+
+      auto g_fp4 = capture(tm.st, [&] { kern->forward(dx, dids, dw, M, dout, tm.st); });
+      const double fp4_us = tm.time_graph(g_fp4, reps);
+      CK(cudaGraphExecDestroy(g_fp4));
+      CK(cudaGetLastError());
+
+      const float one = 1.0f, zero = 0.0f;
+      auto g_base = capture(tm.st, [&] {
+        gather_rows<<<std::min<int64_t>(4096, (P * H / 8 + 255) / 256), 256, 0, tm.st>>>(dx, dtok, dxg, static_cast<int>(P), static_cast<int>(H));
+        for (size_t i = 0; i < experts.size(); ++i) {
+          const int64_t e = experts[i];
+          CB(cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N1), ecount[i], static_cast<int>(H), &one,
+                          W1 + size_t(e) * N1 * H, CUDA_R_16BF, static_cast<int>(H), dxg + size_t(eoff[i]) * H, CUDA_R_16BF,
+                          static_cast<int>(H), &zero, dy + size_t(eoff[i]) * N1, CUDA_R_16BF, static_cast<int>(N1),
+                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
+        activation<<<std::min<int64_t>(4096, (P * I + 255) / 256), 256, 0, tm.st>>>(dy, dh, static_cast<int>(P), static_cast<int>(I),
+                                                                             spec.activation == Activation::SwiGLU);
+        for (size_t i = 0; i < experts.size(); ++i) {
+          const int64_t e = experts[i];
+          CB(cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(H), ecount[i], static_cast<int>(I), &one,
+                          W2 + size_t(e) * H * I, CUDA_R_16BF, static_cast<int>(I), dh + size_t(eoff[i]) * I, CUDA_R_16BF,
+                          static_cast<int>(I), &zero, dz + size_t(eoff[i]) * H, CUDA_R_16BF, static_cast<int>(H),
+                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
+        combine<<<std::min<int64_t>(4096, (M * H + 255) / 256), 256, 0, tm.st>>>(dz, dslot, dw, dout, static_cast<int>(M), static_cast<int>(k),
+                                                                          static_cast<int>(H));
+      });
+      const double base_us = tm.time_graph(g_base, reps);
+      CK(cudaGraphExecDestroy(g_base));
+      CK(cudaGetLastError());
+
+      const double bytes = double(touched) * double(expert_bytes);
+      const double floor_us = bytes / (copy_gbps * 1e9) * 1e6;
+      const double bound_us = 1.25 * floor_us + 4.0;
+      const double flops = 2.0 * double(P) * double(H * N1 + I * H);
+      const double tflops = flops / (fp4_us * 1e-6) / 1e12;
+      const double gbps = bytes / (fp4_us * 1e-6) / 1e9;
+      std::printf("%-26s %6lld %6lld %8.1f %10.1f %10.1f %7.2f %10.1f %8.2f %9.1f\n", name.c_str(),
+                  static_cast<long long>(M), static_cast<long long>(touched), floor_us, fp4_us, bound_us, fp4_us / floor_us,
+                  base_us, base_us / fp4_us, prefill ? tflops : gbps);
+      rows << (first_row ? "" : ",\n") << "    {\"preset\": \"" << name << "\", \"mode\": \"" << to_string(mode)
+           << "\", \"M\": " << M << ", \"touched_experts\": " << touched << ", \"weight_bytes\": " << bytes
+           << ", \"floor_us\": " << floor_us << ", \"fp4moe_us\": " << fp4_us << ", \"ratio_to_floor\": " << fp4_us / floor_us
+           << ", \"decode_bound_us\": " << bound_us << ", \"cublas_bf16_us\": " << base_us
+           << ", \"speedup_vs_cublas\": " << base_us / fp4_us << ", \"effective_tflops\": " << tflops
+           << ", \"ratio_to_gemm_rate\": " << tflops / gemm_tf << ", \"achieved_GBps\": " << gbps << "}";
+      first_row = false;
+      for (void* p : {static_cast<void*>(dx), static_cast<void*>(dout), static_cast<void*>(dxg), static_cast<void*>(dy),
+                      static_cast<void*>(dh), static_cast<void*>(dz), static_cast<void*>(dids), static_cast<void*>(dtok),
+                      static_cast<void*>(dslot), static_cast<void*>(dw)})
+        CK(cudaFree(p));
+    }
+    CK(cudaFree(W1));
+    CK(cudaFree(W2));
+  }
+  if (!opt["--json"].empty()) {
+    std::time_t now = std::time(nullptr);
+    char date[32];
+    std::strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    std::ofstream f(opt["--json"]);
+    f << "{\n  \"bench\": \"" << (prefill ? "prefill" : "decode") << "\", \"device\": \"" << prop.name
+      << "\", \"commit\": \"" << opt["--commit"] << "\", \"date\": \"" << date << "\",\n  \"copy_GBps\": " << copy_gbps
+      << ", \"cublas_bf16_gemm_tflops\": " << gemm_tf << ", \"reps\": " << reps
+      << ", \"timing\": \"CUDA events around one CUDA-graph replay, L2 flushed before each, median\",\n  \"rows\": [\n"
+      << rows.str() << "\n  ]\n}\n";
+    std::printf("\nwrote %s\n", opt["--json"].c_str());
+  }
+  return 0;
+}

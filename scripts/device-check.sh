@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (the `device` tool): GPU tests, compute-sanitizer, benchmarks; prints
+# a short table last. Binaries are built on the developer machine (nvcc is there too) and
+# carried in DIR (default .dev/): test_decode, test_prefill, bench_moe.
+#   scripts/device-check.sh [tests|sanitize|bench-decode|bench-prefill|all] ...
+set -uo pipefail
+DIR=${DIR:-.dev}
+OUT=${OUT:-/tmp/fp4moe-out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+status=0
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+for step in "${@:-all}"; do
+  case "$step" in
+    tests|all)
+      for t in "$DIR"/test_decode "$DIR"/test_prefill; do
+        [ -x "$t" ] || continue
+        "$t" --gtest_brief=1 2>&1 | tee "$OUT/$(basename "$t").log" | grep -E "rel_l2|FAILED|PASSED|SKIPPED|Failure|error" | tail -80
+        [ "${PIPESTATUS[0]}" = 0 ] || status=1
+      done ;;&
+    sanitize|all)
+      for t in "$DIR"/test_decode "$DIR"/test_prefill; do
+        [ -x "$t" ] || continue
+        f=${SAN_FILTER:-'*Small*'}
+        for tool in memcheck racecheck; do
+          compute-sanitizer --tool $tool --error-exitcode 9 "$t" --gtest_filter="$f" > "$OUT/$(basename "$t").$tool.log" 2>&1
+          rc=$?
+          echo "compute-sanitizer $tool $(basename "$t") [$f]: rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$(basename "$t").$tool.log" | tail -1)"
+          [ $rc = 0 ] || status=1
+        done
+      done ;;&
+    bench-decode|all)
+      "$DIR"/bench_moe --backend decode --commit "$COMMIT" --json "$OUT/bench-decode.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-decode.txt" ;;&
+    bench-prefill|all)
+      [ -x "$DIR"/bench_moe ] && "$DIR"/bench_moe --backend prefill --commit "$COMMIT" --json "$OUT/bench-prefill.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-prefill.txt" ;;
+    *) ;;
+  esac
+done
+exit $status
