@@ -37,7 +37,8 @@ int cmd_info(const std::vector<std::string>& argv) {
     return 0;
   }
 
-  const Preset& p = find_preset(a.str("--preset", ""));
+  const std::string preset = a.str("--preset", "");
+  const Preset& p = find_preset(preset);
   Problem prob;
   prob.spec = p.spec(parse_mode(a.str("--mode", "w4a16")));
   prob.max_tokens = a.integer("--tokens", 1, 1, int64_t{1} << 30);

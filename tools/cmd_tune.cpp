@@ -42,7 +42,8 @@ std::pair<int64_t, double> best_crossover(const std::vector<int64_t>& Ms, const 
 
 int cmd_tune(const std::vector<std::string>& argv) {
   Args a(argv, {{"--preset", true}, {"--mode", true}, {"--iters", true}, {"--out", true}, {"--device", true}});
-  const Preset& p = find_preset(a.str("--preset", "qwen3-30b-a3b"));
+  const std::string preset = a.str("--preset", "qwen3-30b-a3b");
+  const Preset& p = find_preset(preset);
   const MoeSpec spec = p.spec(parse_mode(a.str("--mode", "w4a16")));
   const int iters = static_cast<int>(a.integer("--iters", 20, 1, 10000));
   const int device = static_cast<int>(a.integer("--device", 0, 0, 1024));
