@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Diagnostics for the binding on a GPU machine (each step runs even if an earlier one fails).
 cd "$(dirname "$0")/.."
+export FP4MOE_SEGV_BACKTRACE=1  # native backtrace from the extension on a crash
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
 jobs=$(nproc 2>/dev/null || echo 4)
 cmake -S . -B build-py -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFP4MOE_CUDA=ON -DFP4MOE_TESTS=OFF \

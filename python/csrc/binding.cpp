@@ -9,6 +9,11 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
+#include <execinfo.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
 
 #include <functional>
 #include <map>
@@ -340,7 +345,25 @@ TORCH_LIBRARY_IMPL(fp4moe, CPU, m) {
   m.impl("moe_forward_out", &moe_forward_out);
 }
 
+namespace {
+// FP4MOE_SEGV_BACKTRACE=1: print the native stack on a crash (diagnostics on machines without gdb).
+void segv_backtrace(int sig) {
+  void* frames[64];
+  const int n = backtrace(frames, 64);
+  static const char msg[] = "fp4moe: fatal signal, native backtrace:\n";
+  ssize_t ignored = write(2, msg, sizeof msg - 1);
+  (void)ignored;
+  backtrace_symbols_fd(frames, n, 2);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+}  // namespace
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  if (const char* e = std::getenv("FP4MOE_SEGV_BACKTRACE"); e && e[0] == '1') {
+    std::signal(SIGSEGV, segv_backtrace);
+    std::signal(SIGABRT, segv_backtrace);
+  }
   m.doc() = "fp4moe: NVFP4 Mixture-of-Experts layers (ops registered under torch.ops.fp4moe)";
   m.def("create", &create, "Prepare a layer; returns a handle", py::arg("w13"), py::arg("w13_scale"),
         py::arg("w13_scale_2"), py::arg("w2"), py::arg("w2_scale"), py::arg("w2_scale_2"), py::arg("a13_scale"),
