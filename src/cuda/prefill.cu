@@ -21,12 +21,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "cuda/backend_api.hpp"
 #include "cuda/common.cuh"
 #include "cuda/prefill_gemm.cuh"
+#include "cuda/prefill_wgmma.cuh"
 #include "fp4moe/error.hpp"
 #include "fp4moe/format.hpp"
 
@@ -263,6 +265,14 @@ class PrefillKernel final : public MoeKernel {
     FP4MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     FP4MOE_CHECK_ARG(prop.major >= 8, "device", "compute capability >= 8.0", prop.major * 10 + prop.minor);
     sms_ = prop.multiProcessorCount;
+    // wgmma path: a Hopper device running this library's sm_90a code (the loaded binary's
+    // version says which code the driver picked); FP4MOE_PREFILL_MMA=sync forces mma.sync.
+    {
+      cudaFuncAttributes fa{};
+      FP4MOE_CUDA_CHECK(cudaFuncGetAttributes(&fa, wgmma_gemm_kernel<64, kEpiFc2>));
+      const char* force = std::getenv("FP4MOE_PREFILL_MMA");
+      use_wgmma_ = prop.major == 9 && fa.binaryVersion >= 90 && !(force && std::strcmp(force, "sync") == 0);
+    }
 
     const int64_t E = spec.experts, H = spec.hidden, I = spec.inter, N1 = spec.n1();
     const bool swiglu = spec.activation == Activation::SwiGLU;
@@ -278,9 +288,11 @@ class PrefillKernel final : public MoeKernel {
     std::vector<int> map1(static_cast<size_t>(np1), -1), map2(static_cast<size_t>(nt2_) * kBN, -1);
     for (int64_t r = 0; r < np1; ++r) {
       if (swiglu) {
-        const int64_t i = r / 2;
+        // mma.sync: (gate, up) of one index in adjacent rows; wgmma: per 16-row block, 8 gate
+        // rows then their 8 up rows
+        const int64_t i = use_wgmma_ ? (r / 16) * 8 + (r % 8) : r / 2;
         if (i >= I) continue;
-        const bool gate = (r % 2) == 0;
+        const bool gate = use_wgmma_ ? (r % 16) < 8 : (r % 2) == 0;
         const bool gate_first = spec.gate_up_order == GateUpOrder::GateUp;
         map1[static_cast<size_t>(r)] = static_cast<int>((gate == gate_first) ? i : I + i);
       } else if (r < I) {
@@ -341,19 +353,31 @@ class PrefillKernel final : public MoeKernel {
       FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, kThreads, bm_smem));
       grid = std::max(1, occ) * sms_;
     };
-    if (swiglu) {
+    if (use_wgmma_) {
+      if (swiglu) {
+        setup(wgmma_gemm_kernel<128, kEpiSwiGLU>, WgShape<128>::kSmem, grid1_[1]);
+        setup(wgmma_gemm_kernel<64, kEpiSwiGLU>, WgShape<64>::kSmem, grid1_[0]);
+      } else {
+        setup(wgmma_gemm_kernel<128, kEpiReLU2>, WgShape<128>::kSmem, grid1_[1]);
+        setup(wgmma_gemm_kernel<64, kEpiReLU2>, WgShape<64>::kSmem, grid1_[0]);
+      }
+      setup(wgmma_gemm_kernel<128, kEpiFc2>, WgShape<128>::kSmem, grid2_[1]);
+      setup(wgmma_gemm_kernel<64, kEpiFc2>, WgShape<64>::kSmem, grid2_[0]);
+    } else if (swiglu) {
       setup(grouped_gemm_kernel<128, 1, kEpiSwiGLU>, GemmShape<128, 1>::kSmem, grid1_[1]);
       setup(grouped_gemm_kernel<64, 1, kEpiSwiGLU>, GemmShape<64, 1>::kSmem, grid1_[0]);
     } else {
       setup(grouped_gemm_kernel<128, 1, kEpiReLU2>, GemmShape<128, 1>::kSmem, grid1_[1]);
       setup(grouped_gemm_kernel<64, 1, kEpiReLU2>, GemmShape<64, 1>::kSmem, grid1_[0]);
     }
-    setup(grouped_gemm_kernel<128, 1, kEpiFc2>, GemmShape<128, 1>::kSmem, grid2_[1]);
-    setup(grouped_gemm_kernel<64, 1, kEpiFc2>, GemmShape<64, 1>::kSmem, grid2_[0]);
+    if (!use_wgmma_) {
+      setup(grouped_gemm_kernel<128, 1, kEpiFc2>, GemmShape<128, 1>::kSmem, grid2_[1]);
+      setup(grouped_gemm_kernel<64, 1, kEpiFc2>, GemmShape<64, 1>::kSmem, grid2_[0]);
+    }
     FP4MOE_CUDA_CHECK(cudaDeviceSynchronize());
   }
 
-  const char* name() const override { return "prefill-mma-sm80"; }
+  const char* name() const override { return use_wgmma_ ? "prefill-wgmma-sm90a" : "prefill-mma-sm80"; }
   int64_t max_tokens() const override { return max_tokens_; }
   size_t weight_bytes() const override {
     return codes1_.bytes() + scales1_.bytes() + codes2_.bytes() + scales2_.bytes();
@@ -462,6 +486,11 @@ class PrefillKernel final : public MoeKernel {
   // WM = 2 on an H200 for both tile heights).
   template <int EPI>
   void launch_gemm(bool big, int grid, cudaStream_t st, const GemmParams& p) {
+    if (use_wgmma_) {
+      if (big) wgmma_gemm_kernel<128, EPI><<<grid, kThreads, WgShape<128>::kSmem, st>>>(p);
+      else wgmma_gemm_kernel<64, EPI><<<grid, kThreads, WgShape<64>::kSmem, st>>>(p);
+      return;
+    }
     if (big) grouped_gemm_kernel<128, 1, EPI><<<grid, kThreads, GemmShape<128, 1>::kSmem, st>>>(p);
     else grouped_gemm_kernel<64, 1, EPI><<<grid, kThreads, GemmShape<64, 1>::kSmem, st>>>(p);
   }
@@ -495,7 +524,7 @@ class PrefillKernel final : public MoeKernel {
   int64_t max_tokens_;
   int device_;
   int sms_ = 0;
-  bool a4_ = false, per_pair_quant_ = false;
+  bool a4_ = false, per_pair_quant_ = false, use_wgmma_ = false;
   int64_t ih_ = 0;
   int nt1_ = 0, kc1_ = 0, nt2_ = 0, kc2_ = 0;
   int grid1_[2] = {0, 0}, grid2_[2] = {0, 0};
