@@ -75,7 +75,7 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[
 template <int BM>
 struct WgShape {
   static constexpr int kStages = 4;
-  static constexpr int kDist = kStages - 1;  // prefetch distance (each stage's wgmma group retires in the stage)
+  static constexpr int kDist = kStages - 2;  // prefetch distance: the previous stage's wgmma group may still run
   static constexpr int kBTile = BM * 128;    // token rows x 64 K, bf16, 128-byte swizzle
   static constexpr int kStage = kBTile + kBN * 32 + kBN * 16;
   static constexpr int kSmem = 1024 + kStages * kStage + BM * 8;  // + alignment slack, s_pair, s_w
@@ -161,13 +161,13 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) wgmma_gemm_kernel(
       if (s < KC) load_stage(s, s);
       cp_async_commit();
     }
-    // One k-stage: dequantize the A fragments, issue the stage's wgmma group and retire it
-    // before the fragment registers are reused (wgmma reads them asynchronously; the
-    // other warpgroups and CTAs on the SM keep the tensor cores busy meanwhile).
+    // One k-stage: the previous stage's wgmma group runs on while this stage waits for its
+    // data, issues the next loads and reads its codes; it is retired just before the A
+    // fragment registers are rewritten (wgmma reads them asynchronously).
     for (int kc = 0; kc < KC; ++kc) {
       cp_async_wait<S::kDist - 1>();
       fence_proxy_async_smem();
-      __syncthreads();  // stage kc landed for all; every group that read stage kc - 1 has retired
+      __syncthreads();  // stage kc landed for all; every group that read stage kc - 2 has retired
       {
         const int nk = kc + S::kDist;
         if (nk < KC) load_stage(nk % S::kStages, nk);
@@ -180,6 +180,7 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) wgmma_gemm_kernel(
       const uint2 w1 = *reinterpret_cast<const uint2*>(sb + (nrow + 8) * 32 + q * 8);
       const uint4 s0 = *reinterpret_cast<const uint4*>(ss + nrow * 16);
       const uint4 s1 = *reinterpret_cast<const uint4*>(ss + (nrow + 8) * 16);
+      wgmma_wait<0>();
       uint32_t af[4][4];
 #pragma unroll
       for (int kb = 0; kb < 4; ++kb) {
@@ -203,7 +204,6 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) wgmma_gemm_kernel(
 #pragma unroll
       for (int kb = 0; kb < 4; ++kb) wgmma_rs<BM>(acc, af[kb], smem_desc_sw128(sbase + kb * 32));
       wgmma_commit();
-      wgmma_wait<0>();
     }
     wgmma_wait<0>();
     cp_async_wait<0>();
