@@ -16,7 +16,9 @@
 //   codes  [E][nt][kc][128 rows][32 B]: per row and 64-wide K chunk, thread q (0..3) of an
 //          mma B fragment finds its 16 nibbles in bytes [8q, 8q + 8) (see prefill_gemm.cuh)
 //   scales [E][nt][kc][128 rows][4]: bf16x2 pairs of (e4m3 block scale * 2^110)
-// FC1 rows are reordered for SwiGLU so that each (gate, up) pair sits in adjacent columns.
+// FC1 rows are reordered for SwiGLU: mma.sync path, each (gate, up) pair in adjacent rows;
+// wgmma path (sm_90a, prefill_wgmma.cuh, chosen at construction on Hopper when the loaded
+// binary is sm_90a), per 16-row block 8 gate rows then their 8 up rows.
 #include <cuda_runtime.h>
 
 #include <algorithm>
