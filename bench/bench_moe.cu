@@ -5,7 +5,7 @@
 //           / measured device-to-device copy bandwidth (bytes read + written).
 //   prefill (default M = 256..16384): rate = useful FLOPs 2 * pairs * (H * N1 + I * H) / time,
 //           compared with the measured cuBLAS bf16 8192^3 GEMM rate.
-// Timing: CUDA events around one CUDA-graph replay, L2 flushed (a 4x-L2 memset) before each
+// Timing: CUDA events around one CUDA-graph replay, L2 flushed (a 4x-L2 read) before each
 // replay, median of --reps. The baseline: the same routing grouped per expert on the host,
 // a gather, one cuBLAS bf16 GEMM per touched expert (fp32 accumulation) for FC1, the
 // activation, one GEMM per expert for FC2, and the same fixed-order fp32 combine.
@@ -97,6 +97,17 @@ __global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ d
     dst[i] = src[i];
 }
 
+// Reads a buffer larger than L2: evicts the weights without leaving dirty lines behind (a
+// memset would leave L2 full of writes that the timed kernel then pays to write back).
+__global__ void flush_read(const uint4* __restrict__ p, size_t n, unsigned* sink) {
+  uint32_t acc = 0;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * static_cast<size_t>(blockDim.x)) {
+    const uint4 v = __ldcg(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u) *sink = acc;  // practically never: keeps the loads alive
+}
+
 struct Timer {
   cudaStream_t st;
   cudaEvent_t a, b;
@@ -107,12 +118,15 @@ struct Timer {
     CK(cudaEventCreate(&a));
     CK(cudaEventCreate(&b));
     CK(cudaMalloc(&flush, flush_bytes));
+    CK(cudaMemset(flush, 0x5a, flush_bytes));
+    CK(cudaMalloc(&sink, 16));
   }
+  unsigned* sink = nullptr;
   // median of reps timed replays of g, each after an L2 flush; microseconds
   double time_graph(cudaGraphExec_t g, int reps, bool flush_l2 = true) {
     std::vector<float> ms;
     for (int i = 0; i < reps + 2; ++i) {
-      if (flush_l2) CK(cudaMemsetAsync(flush, i & 0xFF, flush_bytes, st));
+      if (flush_l2) flush_read<<<1024, 256, 0, st>>>(static_cast<const uint4*>(flush), flush_bytes / 16, sink);
       CK(cudaEventRecord(a, st));
       CK(cudaGraphLaunch(g, st));
       CK(cudaEventRecord(b, st));

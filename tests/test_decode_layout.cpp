@@ -36,10 +36,10 @@ void check_layout(MoeSpec s) {
             const int64_t i = 32 * w + 16 * t + rr;
             if (i < s.inter) row = i;
           }
-          const uint8_t* stream = P.w1.data() + (e * d.n1_tasks + w) * d.task1_bytes;
+          const uint8_t* block = P.w1.data() + e * d.expert1_bytes;
           for (int64_t k = 0; k < d.Hk; ++k) {
             const float want = (row >= 0 && k < s.hidden) ? src(L.w13, L.w13_scale, e, N1, s.hidden, row, k) : 0.0f;
-            ASSERT_EQ(decode_prepared_weight(stream, d.chunks1, t, rr, k), want)
+            ASSERT_EQ(decode_prepared_weight(block, d.chunks1, d.n1_tasks, w, t, rr, k), want)
                 << "FC1 e=" << e << " task=" << w << " tile=" << t << " row=" << rr << " k=" << k;
             ++checked;
           }
@@ -48,10 +48,10 @@ void check_layout(MoeSpec s) {
       for (int t = 0; t < 2; ++t)
         for (int rr = 0; rr < 16; ++rr) {
           const int64_t o = 32 * w + 16 * t + rr;
-          const uint8_t* stream = P.w2.data() + (e * d.n2_tasks + w) * d.task2_bytes;
+          const uint8_t* block = P.w2.data() + e * d.expert2_bytes;
           for (int64_t k = 0; k < d.Ik; ++k) {
             const float want = (o < s.hidden && k < s.inter) ? src(L.w2, L.w2_scale, e, s.hidden, s.inter, o, k) : 0.0f;
-            ASSERT_EQ(decode_prepared_weight(stream, d.chunks2, t, rr, k), want) << "FC2 e=" << e << " o=" << o << " k=" << k;
+            ASSERT_EQ(decode_prepared_weight(block, d.chunks2, d.n2_tasks, w, t, rr, k), want) << "FC2 e=" << e << " o=" << o << " k=" << k;
             ++checked;
           }
         }
@@ -82,5 +82,5 @@ TEST(DecodeLayout, DimsOfRealShapes) {
   d = decode_dims(spec(4096, 1408, Activation::SwiGLU));
   EXPECT_EQ(d.n1_tasks, 88);
   EXPECT_EQ(d.chunks2, 22);
-  EXPECT_EQ(d.task2_bytes, (3 * 2 + 22 * 2) * 512);
+  EXPECT_EQ(d.expert2_bytes, (3 + 22) * d.n2_tasks * 2 * 512);
 }

@@ -84,21 +84,24 @@ class DecodeKernel final : public MoeKernel {
     ws_z_ = device_alloc<float>(static_cast<size_t>(P * dims_.H));
     counters_ = device_alloc<unsigned>(3 * static_cast<size_t>(E) + 2);
     FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, (3 * static_cast<size_t>(E) + 2) * sizeof(unsigned)));
-    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + (3 * E + 2) * 4;
+    // split-K (batches of <= 8 tokens): partial sums per (active expert, task), arrival counters
+    part_experts_ = std::min<int64_t>(E, std::min<int64_t>(max_tokens, 8) * spec.topk);
+    const int64_t ntasks = dims_.n1_tasks + dims_.n2_tasks;
+    ws_part_ = device_alloc<float>(static_cast<size_t>(part_experts_ * ntasks * kPartStride));
+    task_ctr_ = device_alloc<unsigned>(static_cast<size_t>(E * ntasks));
+    FP4MOE_CUDA_CHECK(cudaMemset(task_ctr_, 0, static_cast<size_t>(E * ntasks) * sizeof(unsigned)));
+    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + (3 * E + 2) * 4 +
+                       part_experts_ * ntasks * kPartStride * 4 + E * ntasks * 4;
 
     cudaDeviceProp prop{};
     FP4MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     FP4MOE_CHECK_ARG(prop.major >= 8, "device", "compute capability >= 8.0", detail::concat(prop.major, ".", prop.minor));
     FP4MOE_CHECK_ARG(prop.cooperativeLaunch, "device", "cooperative launch support", "none");
-    smem_ = decode_smem_bytes(static_cast<int>(P), static_cast<int>(E));
-    FP4MOE_CHECK_ARG(smem_ <= prop.sharedMemPerBlockOptin, "experts/max_tokens",
-                     detail::concat("a routing table within ", prop.sharedMemPerBlockOptin, " bytes of shared memory"),
-                     smem_);
-    for (int v = 0; v < 4; ++v) setup(v, prop);
+    for (int v = 0; v < kVariants; ++v) setup(v, static_cast<int>(P), prop);
   }
 
   ~DecodeKernel() override {
-    void* bufs[] = {w1_, w2_, scales_, ws_xq_, ws_h_, ws_z_, counters_};
+    void* bufs[] = {w1_, w2_, scales_, ws_xq_, ws_h_, ws_z_, counters_, ws_part_, task_ctr_};
     for (void* p : bufs)
       if (p) cudaFree(p);
   }
@@ -145,11 +148,36 @@ class DecodeKernel final : public MoeKernel {
     p.n2_tasks = static_cast<int>(dims_.n2_tasks);
     p.chunks1 = static_cast<int>(dims_.chunks1);
     p.chunks2 = static_cast<int>(dims_.chunks2);
-    p.task1_bytes = dims_.task1_bytes;
-    p.task2_bytes = dims_.task2_bytes;
+    p.expert1_bytes = dims_.expert1_bytes;
+    p.expert2_bytes = dims_.expert2_bytes;
     p.w4a4 = spec_.mode == Mode::W4A4;
     p.swiglu = dims_.swiglu;
-    const int variant = T <= 8 ? 0 : T <= 16 ? 1 : T <= 32 ? 2 : 3;
+    const int variant = T <= 8 ? 0 : T <= 16 ? 1 : 2;
+    p.part = ws_part_;
+    p.task_ctr = task_ctr_;
+    p.part_stride = kPartStride;
+    p.part_experts = static_cast<int>(part_experts_);
+    // Split K when there are fewer row tasks than resident warps (small batches), so that
+    // every warp streams weights; at most 4 splits of >= 8 chunks each.
+    auto split_of = [&](int64_t tasks_per_expert, int64_t chunks, int& split, int& cps) {
+      split = 1;
+      cps = static_cast<int>(chunks);
+      if (variant != 0) return;
+      const int64_t warps = static_cast<int64_t>(grid_[variant]) * kDecodeWarps;
+      const int64_t tasks = std::min<int64_t>(spec_.experts, T * spec_.topk) * tasks_per_expert;
+      // the split that minimizes rounds of tasks x chunks per task (the longest warp's chain)
+      int64_t best = -1;
+      for (int64_t sp = 1; sp <= kMaxSplit; ++sp) {
+        const int64_t c = ((chunks + sp - 1) / sp + 7) / 8 * 8;
+        const int64_t real = (chunks + c - 1) / c;
+        if (real != sp) continue;
+        const int64_t cost = ((tasks * sp + warps - 1) / warps) * c;
+        if (best < 0 || cost < best) best = cost, split = static_cast<int>(sp), cps = static_cast<int>(c);
+      }
+      if (split == 1) cps = static_cast<int>(chunks);
+    };
+    split_of(dims_.n1_tasks, dims_.chunks1, p.split1, p.cps1);
+    split_of(dims_.n2_tasks, dims_.chunks2, p.split2, p.cps2);
     launch(variant, p, static_cast<cudaStream_t>(stream));
   }
 
@@ -161,11 +189,19 @@ class DecodeKernel final : public MoeKernel {
   }
 
  private:
-  void setup(int variant, const cudaDeviceProp& prop) {
+  static constexpr int kVariants = 3;  // NT = 1, 2, 4
+  static constexpr int kMaxSplit = 4;
+  static constexpr int64_t kPartStride = kMaxSplit * 8 * 32;  // [split][token column < 8][32 rows]
+  void setup(int variant, int P, const cudaDeviceProp& prop) {
     const void* fn = fused_decode_kernel_ptr(1 << variant);
-    FP4MOE_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_)));
+    const size_t smem = decode_smem_bytes(1 << variant, P, static_cast<int>(spec_.experts));
+    FP4MOE_CHECK_ARG(smem <= prop.sharedMemPerBlockOptin, "experts/max_tokens",
+                     detail::concat("a routing table within ", prop.sharedMemPerBlockOptin, " bytes of shared memory"),
+                     smem);
+    smem_[variant] = smem;
+    FP4MOE_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     int per_sm = 0;
-    FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kDecodeWarps * 32, smem_));
+    FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kDecodeWarps * 32, smem));
     if (per_sm < 1) throw Error("cuda-decode: the kernel cannot be resident with this shape (shared memory)");
     fns_[variant] = fn;
     grid_[variant] = per_sm * prop.multiProcessorCount;
@@ -175,7 +211,7 @@ class DecodeKernel final : public MoeKernel {
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(static_cast<unsigned>(grid_[variant]));
     cfg.blockDim = dim3(kDecodeWarps * 32);
-    cfg.dynamicSmemBytes = smem_;
+    cfg.dynamicSmemBytes = smem_[variant];
     cfg.stream = stream;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeCooperative;  // all CTAs resident: the per-expert waits cannot deadlock
@@ -197,10 +233,13 @@ class DecodeKernel final : public MoeKernel {
   uint16_t* ws_h_ = nullptr;
   float* ws_z_ = nullptr;
   unsigned* counters_ = nullptr;
-  size_t weight_bytes_ = 0, smem_ = 0;
+  float* ws_part_ = nullptr;
+  unsigned* task_ctr_ = nullptr;
+  int64_t part_experts_ = 0;
+  size_t weight_bytes_ = 0, smem_[kVariants] = {};
   int64_t workspace_bytes_ = 0;
-  const void* fns_[4] = {};
-  int grid_[4] = {};
+  const void* fns_[kVariants] = {};
+  int grid_[kVariants] = {};
 };
 
 }  // namespace

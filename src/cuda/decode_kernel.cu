@@ -6,7 +6,6 @@ namespace fp4moe::cuda {
 
 namespace {
 
-constexpr int kD = kDecodeDepth;
 
 // ---- PTX wrappers ----
 // cp.async.cg: 16 bytes global -> shared, bypassing L1 (weights are read exactly once).
@@ -35,12 +34,6 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
 
 __device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
 __device__ __forceinline__ __nv_bfloat162 bits_bf2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162*>(&v); }
-
-// e4m3 byte -> bf16 (exact: e4m3 fits bf16's range and precision).
-__device__ __forceinline__ __nv_bfloat16 e4m3_to_bf16(uint32_t byte) {
-  const __half_raw hr = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(byte), __NV_E4M3);
-  return __float2bfloat16_rn(__half2float(__half(hr)));
-}
 
 // One prepared word (8 e2m1 codes) -> the four bf16x2 A registers of one MMA, each code
 // times its row's block scale; exact. The bit trick: sign -> bit 15, the 3 magnitude bits
@@ -88,11 +81,24 @@ __device__ __forceinline__ float quant_value(float x, float s, float is) {
   return __fmul_rn(e2m1_round(__fdiv_rn(x, __fmul_rn(s, is))), s);
 }
 
+__device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+// Waits until *ctr >= target. One lane polls with relaxed loads and a growing back-off (an
+// acquire per poll would invalidate L1 and load L2 for every waiting warp); then every lane
+// acquires before reading the data the counter covers.
 __device__ __forceinline__ void wait_count(const unsigned* ctr, unsigned target, int lane) {
-  if (lane == 0)
-    while (ld_acquire(ctr) < target) __nanosleep(32);
+  if (lane == 0) {
+    unsigned ns = 64;
+    while (ld_relaxed(ctr) < target) {
+      __nanosleep(ns);
+      ns = ns < 1024 ? ns * 2 : ns;
+    }
+  }
   __syncwarp();
-  (void)ld_acquire(ctr);  // every lane acquires before reading the data the counter covers
+  (void)ld_acquire(ctr);
 }
 __device__ __forceinline__ void signal_count(unsigned* ctr, int lane) {
   __threadfence();
@@ -111,18 +117,53 @@ struct Routing {
   int* scalars;         // [0] = active experts, [1] = valid pairs
 };
 
-// Per-warp staging: weight slots [kD][2 tiles][32 lanes] x 16 B, scale slots [2][2][32] x 16 B.
+// Where one task's pieces are: chunk c's weights at w + c * stride, group g's scales at
+// s + g * stride (stride = the expert's tasks x 1 KB: chunk-major, see decode_layout.hpp).
+struct TaskStream {
+  const uint8_t* w;
+  const uint8_t* s;
+  long long stride;
+};
+__device__ __forceinline__ TaskStream task_stream(const uint8_t* base, long long expert_bytes, int e, int tasks, int w,
+                                                  int chunks) {
+  const uint8_t* blk = base + static_cast<long long>(e) * expert_bytes;
+  const long long stride = static_cast<long long>(tasks) * 1024;
+  return {blk + static_cast<long long>(w) * 1024, blk + chunks * stride + static_cast<long long>(w) * 1024, stride};
+}
+
+// Per-warp staging of the weight stream (lane-private 16-byte slices, so no barrier is
+// needed): weight slots [D][2 tiles][32 lanes], scale slots [2 groups][2 tiles][32 lanes].
 struct Staging {
   uint4* w;
   uint4* s;
 };
 
-// One pass of one task: acc[t][nt] = tile t rows x (8 * NT tokens) over the whole K.
-// Issues the first kD chunks, then calls before_b() (a dependency wait), then streams.
-template <int NT, typename BeforeB>
-__device__ __forceinline__ void task_pass(const uint8_t* stream, int chunks, const Staging& st, int lane,
+// Loads one lane's 16 activation values of one token column (zeros where absent).
+template <bool kReadOnly>
+__device__ __forceinline__ void load_b(const __nv_bfloat16* row, int kk, int kvalid, uint4 (&b)[2]) {
+  if (row != nullptr && kk < kvalid) {
+    const uint4* src = reinterpret_cast<const uint4*>(row + kk);
+    if (kReadOnly) {
+      b[0] = __ldg(src);  // x: read-only for the whole kernel
+      b[1] = __ldg(src + 1);
+    } else {
+      b[0] = __ldcg(src);  // h / xq: written by other warps in this launch - read from L2
+      b[1] = __ldcg(src + 1);
+    }
+  } else {
+    b[0] = b[1] = make_uint4(0, 0, 0, 0);
+  }
+}
+
+// One pass of one task over chunks [c0, c1) (c0 a multiple of 8): acc[t][nt] = tile t rows
+// x (8 * NT tokens). Weights stream through a cp.async pipeline D chunks deep; the first D
+// chunks are issued before before_b() (a dependency wait); activations are loaded into
+// registers one chunk ahead.
+template <int NT, int D, bool kReadOnlyB, typename BeforeB>
+__device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, const Staging& st, int lane,
                                           const __nv_bfloat16* const (&brow)[NT], int kvalid, int ntiles,
                                           float (&acc)[2][NT][4], BeforeB before_b) {
+  static_assert(D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
   const int q = lane & 3;
 #pragma unroll
   for (int t = 0; t < 2; ++t)
@@ -131,73 +172,67 @@ __device__ __forceinline__ void task_pass(const uint8_t* stream, int chunks, con
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[t][nt][i] = 0.0f;
 
-  auto issue = [&](int c) {
-    if (c < chunks) {
+  auto issue_w = [&](int c) {
+    if (c < c1) {
       const int g = c >> 3, cg = c & 7;
-      const uint8_t* gbase = stream + static_cast<long long>(g) * 18 * 512 + lane * 16;
       if (cg == 0) {
-        cp_async16(&st.s[((g & 1) * 2 + 0) * 32 + lane], gbase);
-        cp_async16(&st.s[((g & 1) * 2 + 1) * 32 + lane], gbase + 512);
+        const uint8_t* sbase = ts.s + static_cast<long long>(g) * ts.stride + lane * 16;
+        cp_async16(&st.s[((g & 1) * 2 + 0) * 32 + lane], sbase);
+        cp_async16(&st.s[((g & 1) * 2 + 1) * 32 + lane], sbase + 512);
       }
-      cp_async16(&st.w[((c % kD) * 2 + 0) * 32 + lane], gbase + (2 + cg * 2) * 512);
-      cp_async16(&st.w[((c % kD) * 2 + 1) * 32 + lane], gbase + (3 + cg * 2) * 512);
+      const uint8_t* wbase = ts.w + static_cast<long long>(c) * ts.stride + lane * 16;
+      cp_async16(&st.w[((c % D) * 2 + 0) * 32 + lane], wbase);
+      cp_async16(&st.w[((c % D) * 2 + 1) * 32 + lane], wbase + 512);
     }
-    cp_async_commit();  // always commit, so that wait_group counts chunks
+    cp_async_commit();  // one group per chunk (empty past the end), so wait_group counts chunks
+  };
+  auto fetch_b = [&](int c, uint4 (&b)[NT][2]) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      if (nt < ntiles && c < c1) load_b<kReadOnlyB>(brow[nt], c * 64 + q * 16, kvalid, b[nt]);
+      else b[nt][0] = b[nt][1] = make_uint4(0, 0, 0, 0);
+    }
   };
 #pragma unroll
-  for (int c = 0; c < kD; ++c) issue(c);
+  for (int i = 0; i < D; ++i) issue_w(c0 + i);
   before_b();
-
-  uint4 sc[2] = {};
-  for (int g0 = 0; g0 < chunks; g0 += 8) {
+  // Unrolled by a scale group: slots and scale bytes are compile-time indexed, and the
+  // compiler can overlap one chunk's loads and dequantization with the previous MMAs.
+  for (int g0 = c0; g0 < c1; g0 += 8) {
 #pragma unroll
     for (int u = 0; u < 8; ++u) {
       const int c = g0 + u;
-      if (c < chunks) {
-        cp_async_wait<kD - 1>();
-        if (u == 0) {
-          sc[0] = st.s[(((g0 >> 3) & 1) * 2 + 0) * 32 + lane];
-          sc[1] = st.s[(((g0 >> 3) & 1) * 2 + 1) * 32 + lane];
-        }
-        const uint4 w0 = st.w[((c % kD) * 2 + 0) * 32 + lane];
-        const uint4 w1 = st.w[((c % kD) * 2 + 1) * 32 + lane];
-        // activations of this chunk: 16 consecutive K values of the lane's token column
-        uint4 b[NT][2];
-        const int kk = c * 64 + q * 16;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          if (nt < ntiles && brow[nt] != nullptr && kk < kvalid) {
-            const uint4* src = reinterpret_cast<const uint4*>(brow[nt] + kk);
-            b[nt][0] = src[0];
-            b[nt][1] = src[1];
-          } else {
-            b[nt][0] = make_uint4(0, 0, 0, 0);
-            b[nt][1] = make_uint4(0, 0, 0, 0);
-          }
-        }
-        uint32_t a[2][4][4];
+      if (c < c1) {
+        cp_async_wait<D - 1>();
+        uint4 bv[NT][2];
+        fetch_b(c, bv);
+        const uint4 w0 = st.w[((u % D) * 2 + 0) * 32 + lane];
+        const uint4 w1 = st.w[((u % D) * 2 + 1) * 32 + lane];
+        issue_w(c + D);
+        __nv_bfloat162 s_lo[2], s_hi[2];
 #pragma unroll
         for (int t = 0; t < 2; ++t) {
-          const uint4 sv = sc[t];
-          const uint32_t sw = (u < 2) ? sv.x : (u < 4) ? sv.y : (u < 6) ? sv.z : sv.w;
+          // this chunk's two scale bytes (rows r, r + 8) of the group's 16-byte lane slice
+          const uint32_t sw = reinterpret_cast<const uint32_t*>(&st.s[(((g0 >> 3) & 1) * 2 + t) * 32 + lane])[u >> 1];
           const uint32_t pair = (u & 1) ? (sw >> 16) : (sw & 0xFFFF);
-          const __nv_bfloat16 s_r = e4m3_to_bf16(pair & 0xFF), s_r8 = e4m3_to_bf16(pair >> 8);
-          const __nv_bfloat162 s_lo = __halves2bfloat162(s_r, s_r), s_hi = __halves2bfloat162(s_r8, s_r8);
-          const uint4 wv = t == 0 ? w0 : w1;
-          dequant_word(wv.x, s_lo, s_hi, a[t][0]);
-          dequant_word(wv.y, s_lo, s_hi, a[t][1]);
-          dequant_word(wv.z, s_lo, s_hi, a[t][2]);
-          dequant_word(wv.w, s_lo, s_hi, a[t][3]);
+          // e4m3x2 -> f16x2 -> bf16x2 (exact: e4m3 fits both), then (s_r, s_r) and (s_r8, s_r8)
+          const float2 sf = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3)));
+          const __nv_bfloat162 sb = __floats2bfloat162_rn(sf.x, sf.y);
+          s_lo[t] = __lows2bfloat162(sb, sb);
+          s_hi[t] = __highs2bfloat162(sb, sb);
         }
-        issue(c + kD);  // the slot just read is free again (its values are in registers)
+        const uint32_t wv[2][4] = {{w0.x, w0.y, w0.z, w0.w}, {w1.x, w1.y, w1.z, w1.w}};
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          if (nt < ntiles) {
-            const uint32_t* bw = reinterpret_cast<const uint32_t*>(&b[nt][0]);
+        for (int m = 0; m < 4; ++m) {
+          uint32_t a0[4], a1[4];
+          dequant_word(wv[0][m], s_lo[0], s_hi[0], a0);
+          dequant_word(wv[1][m], s_lo[1], s_hi[1], a1);
 #pragma unroll
-            for (int m = 0; m < 4; ++m) {
-              mma_bf16(acc[0][nt], a[0][m], bw[2 * m], bw[2 * m + 1]);
-              mma_bf16(acc[1][nt], a[1][m], bw[2 * m], bw[2 * m + 1]);
+          for (int nt = 0; nt < NT; ++nt) {
+            if (nt < ntiles) {
+              const uint32_t* bw = reinterpret_cast<const uint32_t*>(&bv[nt][0]);
+              mma_bf16(acc[0][nt], a0, bw[2 * m], bw[2 * m + 1]);
+              mma_bf16(acc[1][nt], a1, bw[2 * m], bw[2 * m + 1]);
             }
           }
         }
@@ -207,20 +242,66 @@ __device__ __forceinline__ void task_pass(const uint8_t* stream, int chunks, con
   cp_async_wait<0>();
 }
 
+// Split-K: every split writes its partial sums; the last split to arrive adds them in split
+// order (so the result does not depend on who arrives last) and goes on to the epilogue.
+// Returns false for the splits that are done.
+template <int NT>
+__device__ __forceinline__ bool reduce_splits(float (&acc)[2][NT][4], int split, int nsplit, float* part, unsigned* ctr,
+                                              int slot0, int cnt_left, int ntiles, int lane) {
+  if (nsplit == 1) return true;
+  const int r = lane >> 2, q = lane & 3;
+  // part layout for this task: [split][token column j < 8 * NT][32 rows]
+  auto at = [&](int s, int j, int row) { return part + (static_cast<long long>(s) * 8 * NT + j) * 32 + row; };
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int j = nt * 8 + 2 * q + (i & 1), row = 16 * t + r + 8 * (i >> 1);
+        if (nt < ntiles && j < cnt_left) __stcg(at(split, j, row), acc[t][nt][i]);
+      }
+  __threadfence();
+  __syncwarp();
+  unsigned old = 0;
+  if (lane == 0) old = atomicAdd(ctr, 1u);
+  old = __shfl_sync(0xffffffffu, old, 0);
+  if (old != static_cast<unsigned>(nsplit - 1)) return false;
+  if (lane == 0) *ctr = 0;  // every split has arrived: ready for the next launch
+  __threadfence();
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int j = nt * 8 + 2 * q + (i & 1), row = 16 * t + r + 8 * (i >> 1);
+        if (nt < ntiles && j < cnt_left) {
+          float sum = 0.0f;
+#pragma unroll 1
+          for (int s = 0; s < nsplit; ++s) sum = __fadd_rn(sum, s == split ? acc[t][nt][i] : __ldcg(at(s, j, row)));
+          acc[t][nt][i] = sum;
+        }
+      }
+  (void)slot0;
+  return true;
+}
+
 __device__ __forceinline__ float silu(float g) { return __fdiv_rn(g, __fadd_rn(1.0f, expf(-g))); }
 
 }  // namespace
 
-template <int NT>
-__global__ void __launch_bounds__(kDecodeWarps * 32) fused_decode_kernel(DecodeParams p) {
+template <int NT, int D>
+__global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fused_decode_kernel(DecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int P = p.T * p.k, E = p.E;
 
   Staging st;
-  st.w = reinterpret_cast<uint4*>(smem) + warp * (kD * 2 + 4) * 32;
-  st.s = st.w + kD * 2 * 32;
-  unsigned char* rbase = smem + kDecodeWarps * (kD * 2 + 4) * 512;
+  st.w = reinterpret_cast<uint4*>(smem) + warp * decode_staging_pieces(D) * 32;
+  st.s = st.w + D * 2 * 32;
+  unsigned char* rbase = smem + kDecodeWarps * decode_staging_pieces(D) * 512;
+  static_assert(D == decode_depth(NT), "the host sizes shared memory with decode_depth");
   Routing R;
   R.count = reinterpret_cast<int*>(rbase);
   R.off = R.count + E;
@@ -286,7 +367,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) fused_decode_kernel(DecodeP
   unsigned* fc1_done = p.counters + E;
   unsigned* fc2_done = p.counters + 2 * E;
   const int nq = p.w4a4 ? nvalid : 0;
-  const int n1 = nact * p.n1_tasks, n2 = nact * p.n2_tasks;
+  const int n1 = nact * p.n1_tasks * p.split1, n2 = nact * p.n2_tasks * p.split2;
   const int ncol = (p.H + kCombineCols - 1) / kCombineCols;
   const int total = nq + n1 + n2 + p.T * ncol;
   const int r = lane >> 2, q = lane & 3;
@@ -318,9 +399,16 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) fused_decode_kernel(DecodeP
       signal_count(&q_done[e], lane);
     } else if (task < nq + n1) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
-      const int idx = task - nq, a = idx / p.n1_tasks, w = idx % p.n1_tasks;
+      // consecutive warps take consecutive row tasks of one split: they read adjacent memory
+      const int idx = task - nq, a = idx / (p.n1_tasks * p.split1), w = idx % p.n1_tasks;
+      const int split = (idx / p.n1_tasks) % p.split1;
       const int e = R.active[a], cnt = R.count[e], off = R.off[e];
-      const uint8_t* stream = p.w1 + (static_cast<long long>(e) * p.n1_tasks + w) * p.task1_bytes;
+      // split-K only when the expert's tokens fit one pass; otherwise split 0 does it all
+      const int nsplit = (p.split1 > 1 && cnt <= 8 * NT && a < p.part_experts) ? p.split1 : 1;
+      if (split >= nsplit) continue;
+      const int c0 = nsplit > 1 ? split * p.cps1 : 0, c1 = nsplit > 1 ? min(p.chunks1, c0 + p.cps1) : p.chunks1;
+      bool finished_splits = true;
+      const TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
       const float g1 = p.g1[e];
       const float is2 = p.w4a4 ? p.a2[e] : 1.0f;
       for (int base = 0; base < cnt; base += 8 * NT) {
@@ -337,9 +425,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) fused_decode_kernel(DecodeP
           }
         }
         float acc[2][NT][4];
-        task_pass<NT>(stream, p.chunks1, st, lane, brow, p.w4a4 ? p.Hk : p.H, ntiles, acc, [&] {
+        auto wait_q = [&] {
           if (p.w4a4 && base == 0) wait_count(&q_done[e], static_cast<unsigned>(cnt), lane);
-        });
+        };
+        if (p.w4a4) task_pass<NT, D, false>(stream, c0, c1, st, lane, brow, p.Hk, ntiles, acc, wait_q);
+        else task_pass<NT, D, true>(stream, c0, c1, st, lane, brow, p.H, ntiles, acc, wait_q);
+        if (!reduce_splits<NT>(acc, split, nsplit, p.part + (static_cast<long long>(a) * p.n1_tasks + w) * p.part_stride,
+                               &p.task_ctr[static_cast<long long>(e) * p.n1_tasks + w], off + base, cnt - base, ntiles,
+                               lane)) {
+          finished_splits = false;
+          break;
+        }
         // epilogue: thread holds, per tile and token tile, rows (r, r + 8) x tokens (2q, 2q + 1)
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
@@ -396,12 +492,18 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) fused_decode_kernel(DecodeP
           }
         }
       }
-      signal_count(&fc1_done[e], lane);
+      if (finished_splits) signal_count(&fc1_done[e], lane);
     } else if (task < nq + n1 + n2) {
       // ---- FC2 -> z (fp32, complete sums) ----
-      const int idx = task - nq - n1, a = idx / p.n2_tasks, w = idx % p.n2_tasks;
+      const int idx = task - nq - n1, a = idx / (p.n2_tasks * p.split2), w = idx % p.n2_tasks;
+      const int split = (idx / p.n2_tasks) % p.split2;
       const int e = R.active[a], cnt = R.count[e], off = R.off[e];
-      const uint8_t* stream = p.w2 + (static_cast<long long>(e) * p.n2_tasks + w) * p.task2_bytes;
+      // split-K only when the expert's tokens fit one pass; otherwise split 0 does it all
+      const int nsplit = (p.split2 > 1 && cnt <= 8 * NT && a < p.part_experts) ? p.split2 : 1;
+      if (split >= nsplit) continue;
+      const int c0 = nsplit > 1 ? split * p.cps2 : 0, c1 = nsplit > 1 ? min(p.chunks2, c0 + p.cps2) : p.chunks2;
+      bool finished_splits = true;
+      const TaskStream stream = task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, w, p.chunks2);
       const float g2 = p.g2[e];
       for (int base = 0; base < cnt; base += 8 * NT) {
         const int ntiles = min(NT, (cnt - base + 7) / 8);
@@ -412,9 +514,16 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) fused_decode_kernel(DecodeP
           brow[nt] = j < cnt ? p.h + static_cast<long long>(off + j) * p.Ik : nullptr;
         }
         float acc[2][NT][4];
-        task_pass<NT>(stream, p.chunks2, st, lane, brow, p.Ik, ntiles, acc, [&] {
+        task_pass<NT, D, false>(stream, c0, c1, st, lane, brow, p.Ik, ntiles, acc, [&] {
           if (base == 0) wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks), lane);
         });
+        if (!reduce_splits<NT>(acc, split, nsplit,
+                               p.part + (static_cast<long long>(p.part_experts) * p.n1_tasks + static_cast<long long>(a) * p.n2_tasks + w) * p.part_stride,
+                               &p.task_ctr[static_cast<long long>(p.E) * p.n1_tasks + static_cast<long long>(e) * p.n2_tasks + w],
+                               off + base, cnt - base, ntiles, lane)) {
+          finished_splits = false;
+          break;
+        }
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           if (nt >= ntiles) continue;
@@ -432,7 +541,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) fused_decode_kernel(DecodeP
           }
         }
       }
-      signal_count(&fc2_done[e], lane);
+      if (finished_splits) signal_count(&fc2_done[e], lane);
     } else {
       // ---- combine: out[t] = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
       const int idx = task - nq - n1 - n2, t = idx / ncol, cc = idx % ncol;
@@ -479,10 +588,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) fused_decode_kernel(DecodeP
 // Only the instantiations the dispatch uses: token tiles of 8 up to 64 tokens.
 const void* fused_decode_kernel_ptr(int nt) {
   switch (nt) {
-    case 1: return reinterpret_cast<const void*>(&fused_decode_kernel<1>);
-    case 2: return reinterpret_cast<const void*>(&fused_decode_kernel<2>);
-    case 4: return reinterpret_cast<const void*>(&fused_decode_kernel<4>);
-    case 8: return reinterpret_cast<const void*>(&fused_decode_kernel<8>);
+    case 1: return reinterpret_cast<const void*>(&fused_decode_kernel<1, decode_depth(1)>);
+    case 2: return reinterpret_cast<const void*>(&fused_decode_kernel<2, decode_depth(2)>);
+    case 4: return reinterpret_cast<const void*>(&fused_decode_kernel<4, decode_depth(4)>);
     default: return nullptr;
   }
 }

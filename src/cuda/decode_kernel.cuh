@@ -24,8 +24,8 @@
 namespace fp4moe::cuda {
 
 struct DecodeParams {
-  const uint8_t* w1;  // prepared FC1 task streams [E][n1_tasks]
-  const uint8_t* w2;  // prepared FC2 task streams [E][n2_tasks]
+  const uint8_t* w1;  // prepared FC1 blocks [E][expert1_bytes] (decode_layout.hpp)
+  const uint8_t* w2;  // prepared FC2 blocks [E][expert2_bytes]
   const float* g1;    // [E] FC1 epilogue scale: w13_scale_2 (* a13 in W4A4)
   const float* g2;    // [E] FC2 epilogue scale: w2_scale_2 (* a2 in W4A4)
   const float* a13;   // [E] FC1 input scale (dequant direction), W4A4
@@ -39,24 +39,36 @@ struct DecodeParams {
   float* z;           // [P][H]
   unsigned* counters;  // q_done[E], fc1_done[E], fc2_done[E], exit
   unsigned* invalid;   // count of pairs with an expert id outside [0, E)
+  float* part;         // split-K partial sums: per (FC1 task of all experts, then FC2 task) part_stride floats
+  unsigned* task_ctr;  // split-K arrivals per task (reset by the last split)
+  long long part_stride;
+  int part_experts;    // active-expert slots of part (split-K is used only while they suffice)
+  int split1, split2, cps1, cps2;  // K splits and chunks per split (a multiple of 8)
   int T, k, E, H, Hk, I, Ik;
   int n1_tasks, n2_tasks, chunks1, chunks2;
-  long long task1_bytes, task2_bytes;
+  long long expert1_bytes, expert2_bytes;
   int w4a4, swiglu;
 };
 
 inline constexpr int kDecodeWarps = 4;    // warps per CTA
-inline constexpr int kDecodeDepth = 4;    // cp.async chunks in flight per warp
 inline constexpr int kCombineCols = 256;  // outputs per combine task
 
+// Token columns per pass are 8 * NT (NT in {1, 2, 4}, chosen from the batch size; an expert
+// with more tokens takes several passes). Weight chunks in flight per warp: D.
+__host__ __device__ constexpr int decode_depth(int) { return 4; }
+// CTAs per SM the register allocation must allow (4 warps each).
+__host__ __device__ constexpr int decode_min_blocks(int nt) { return nt == 1 ? 4 : nt == 2 ? 3 : 2; }
+// 512-byte staging pieces per warp: weights D x 2 tiles, scales 2 groups x 2 tiles.
+__host__ __device__ constexpr int decode_staging_pieces(int d) { return d * 2 + 4; }
+
 // Dynamic shared memory of one CTA for P = T * k pairs and E experts.
-inline size_t decode_smem_bytes(int P, int E) {
-  const size_t staging = static_cast<size_t>(kDecodeWarps) * (kDecodeDepth * 2 + 4) * 512;
+inline size_t decode_smem_bytes(int nt, int P, int E) {
+  const size_t staging = static_cast<size_t>(kDecodeWarps) * decode_staging_pieces(decode_depth(nt)) * 512;
   const size_t routing = static_cast<size_t>(P) * (2 + 2 + 4) + static_cast<size_t>(E) * 4 * 4 + 64;
   return staging + ((routing + 15) / 16) * 16;
 }
 
-// The kernel for up to 8 * nt token columns per expert and pass (nt in {1, 2, 4, 8}), as a
+// The kernel for up to 8 * nt token columns per expert and pass (nt in {1, 2, 4}), as a
 // pointer for cudaLaunchKernelExC (kernel templates stay inside decode_kernel.cu).
 const void* fused_decode_kernel_ptr(int nt);
 

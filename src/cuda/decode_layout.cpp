@@ -22,8 +22,8 @@ DecodeDims decode_dims(const MoeSpec& s) {
   d.n2_tasks = (s.hidden + kTaskRows - 1) / kTaskRows;
   d.chunks1 = d.Hk / 64;
   d.chunks2 = d.Ik / 64;
-  d.task1_bytes = task_stream_bytes(d.chunks1);
-  d.task2_bytes = task_stream_bytes(d.chunks2);
+  d.expert1_bytes = expert_block_bytes(d.chunks1, d.n1_tasks);
+  d.expert2_bytes = expert_block_bytes(d.chunks2, d.n2_tasks);
   return d;
 }
 
@@ -42,13 +42,18 @@ inline Slot slot_of(int rr, int kk) {
 }
 }  // namespace
 
-void prepare_task_streams(const uint8_t* packed, const uint8_t* scales, int64_t K, int64_t tasks,
+namespace {
+inline int64_t weight_piece(int64_t c, int64_t tasks, int64_t w, int t) { return ((c * tasks + w) * 2 + t) * kPiece; }
+inline int64_t scale_piece(int64_t chunks, int64_t g, int64_t tasks, int64_t w, int t) {
+  return ((chunks * tasks) + (g * tasks + w)) * 2 * kPiece + t * kPiece;
+}
+}  // namespace
+
+void prepare_expert_block(const uint8_t* packed, const uint8_t* scales, int64_t K, int64_t tasks,
                           const std::function<int64_t(int64_t, int, int)>& row_of, uint8_t* out) {
   const int64_t chunks = (K + 63) / 64;
-  const int64_t bytes = task_stream_bytes(chunks);
-  std::memset(out, 0, static_cast<size_t>(bytes * tasks));
-  for (int64_t w = 0; w < tasks; ++w) {
-    uint8_t* base = out + w * bytes;
+  std::memset(out, 0, static_cast<size_t>(expert_block_bytes(chunks, tasks)));
+  for (int64_t w = 0; w < tasks; ++w)
     for (int t = 0; t < 2; ++t)
       for (int rr = 0; rr < 16; ++rr) {
         const int64_t row = row_of(w, t, rr);
@@ -56,36 +61,34 @@ void prepare_task_streams(const uint8_t* packed, const uint8_t* scales, int64_t 
         const uint8_t* prow = packed + row * (K / 2);
         const uint8_t* srow = scales + row * (K / 16);
         for (int64_t c = 0; c < chunks; ++c) {
-          const int64_t g = c / 8, cg = c % 8;
-          const int64_t group_off = g * 18 * kPiece;
+          const int64_t cg = c % 8;
           for (int q = 0; q < 4; ++q) {
             const int64_t blk = c * 4 + q;
             if (blk * 16 >= K) continue;
             // scale: lane (rr % 8) * 4 + q, byte 2 * cg + (rr / 8)
             const int lane = (rr % 8) * 4 + q;
-            base[group_off + t * kPiece + lane * 16 + cg * 2 + rr / 8] = srow[blk];
+            out[scale_piece(chunks, c / 8, tasks, w, t) + lane * 16 + cg * 2 + rr / 8] = srow[blk];
+            uint8_t* piece = out + weight_piece(c, tasks, w, t);
             for (int kk = q * 16; kk < q * 16 + 16; ++kk) {
               const int64_t col = c * 64 + kk;
               const uint8_t byte = prow[col / 2];
               const uint8_t code = (col & 1) ? (byte >> 4) : (byte & 0xF);
               const Slot s = slot_of(rr, kk);
-              uint8_t* word = base + group_off + (2 + cg * 2 + t) * kPiece + s.lane * 16 + s.word * 4;
-              word[s.nibble / 2] |= static_cast<uint8_t>(code << ((s.nibble & 1) * 4));
+              piece[s.lane * 16 + s.word * 4 + s.nibble / 2] |= static_cast<uint8_t>(code << ((s.nibble & 1) * 4));
             }
           }
         }
       }
-  }
 }
 
-float decode_prepared_weight(const uint8_t* stream, int64_t /*chunks*/, int tile, int rr, int64_t k) {
-  const int64_t c = k / 64, g = c / 8, cg = c % 8;
+float decode_prepared_weight(const uint8_t* block, int64_t chunks, int64_t tasks, int64_t w, int tile, int rr,
+                             int64_t k) {
+  const int64_t c = k / 64, cg = c % 8;
   const int kk = static_cast<int>(k % 64);
   const Slot s = slot_of(rr, kk);
-  const int64_t group_off = g * 18 * kPiece;
-  const uint8_t byte = stream[group_off + (2 + cg * 2 + tile) * kPiece + s.lane * 16 + s.word * 4 + s.nibble / 2];
+  const uint8_t byte = block[weight_piece(c, tasks, w, tile) + s.lane * 16 + s.word * 4 + s.nibble / 2];
   const uint8_t code = (s.nibble & 1) ? (byte >> 4) : (byte & 0xF);
-  const uint8_t sb = stream[group_off + tile * kPiece + s.lane * 16 + cg * 2 + rr / 8];
+  const uint8_t sb = block[scale_piece(chunks, c / 8, tasks, w, tile) + s.lane * 16 + cg * 2 + rr / 8];
   return e2m1_decode(code) * e4m3_decode(sb);
 }
 
@@ -95,8 +98,8 @@ DecodePrepared prepare_decode_weights(const MoeSpec& spec, const uint8_t* w13, c
   P.dims = decode_dims(spec);
   const DecodeDims& d = P.dims;
   const int64_t N1 = spec.n1();
-  P.w1.resize(static_cast<size_t>(d.E * d.n1_tasks * d.task1_bytes));
-  P.w2.resize(static_cast<size_t>(d.E * d.n2_tasks * d.task2_bytes));
+  P.w1.resize(static_cast<size_t>(d.E * d.expert1_bytes));
+  P.w2.resize(static_cast<size_t>(d.E * d.expert2_bytes));
   const bool gate_first = spec.gate_up_order == GateUpOrder::GateUp;
   detail::parallel_for(d.E, [&](int64_t e) {
     auto fc1_row = [&](int64_t w, int t, int rr) -> int64_t {
@@ -113,10 +116,10 @@ DecodePrepared prepare_decode_weights(const MoeSpec& spec, const uint8_t* w13, c
       const int64_t o = 32 * w + 16 * t + rr;
       return o < d.H ? o : -1;
     };
-    prepare_task_streams(w13 + e * N1 * (d.H / 2), w13s + e * N1 * (d.H / 16), d.H, d.n1_tasks, fc1_row,
-                         P.w1.data() + e * d.n1_tasks * d.task1_bytes);
-    prepare_task_streams(w2 + e * d.H * (d.I / 2), w2s + e * d.H * (d.I / 16), d.I, d.n2_tasks, fc2_row,
-                         P.w2.data() + e * d.n2_tasks * d.task2_bytes);
+    prepare_expert_block(w13 + e * N1 * (d.H / 2), w13s + e * N1 * (d.H / 16), d.H, d.n1_tasks, fc1_row,
+                         P.w1.data() + e * d.expert1_bytes);
+    prepare_expert_block(w2 + e * d.H * (d.I / 2), w2s + e * d.H * (d.I / 16), d.I, d.n2_tasks, fc2_row,
+                         P.w2.data() + e * d.expert2_bytes);
   });
   return P;
 }

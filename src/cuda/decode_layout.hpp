@@ -1,15 +1,17 @@
 // fp4moe internal: the decode backend's prepared weight layout (host side, no CUDA).
 //
 // The fused decode kernel (decode.cu) gives each warp a *task*: 32 weight rows (two 16-row
-// MMA tiles) of one expert over the whole K. A task's weights are one contiguous stream of
-// 512-byte pieces, one 16-byte slice per lane, in the order the warp consumes them:
+// MMA tiles) of one expert over the whole K, in chunks of 64 K-values. Data moves in 512-byte
+// pieces, one 16-byte slice per lane. One expert's block is chunk-major across its tasks, so
+// that the warps streaming the tasks of one expert at the same time read adjacent memory
+// (long sequential runs for HBM instead of thousands of independent 1 KB streams):
 //
-//   group g (8 chunks of 64 K-values):  [scales t0][scales t1][chunk 8g: t0][t1] ... [chunk 8g+7: t0][t1]
+//   weights [chunk c][task w][tile t] pieces, then scales [group g][task w][tile t] pieces
 //
-// (the last group holds only the chunks that exist). With r = lane / 4 and q = lane % 4, a
-// lane's weight slice of chunk c, tile t holds rows (r, r + 8) of the tile at K-values
-// 64c + 16q .. 64c + 16q + 15 - exactly one 16-block per row, so one e4m3 scale per row -
-// as four 32-bit words, word m feeding MMA m (mma.m16n8k16, A row-major) of that chunk:
+// (a scale group covers 8 chunks). With r = lane / 4 and q = lane % 4, a lane's weight slice of
+// chunk c, tile t holds rows (r, r + 8) of the tile at K-values 64c + 16q .. 64c + 16q + 15 -
+// exactly one 16-block per row, so one e4m3 scale per row - as four 32-bit words, word m
+// feeding MMA m (mma.m16n8k16, A row-major) of that chunk:
 //   nibble 0 / 4 -> A reg 0 (row r,     K 16q + 4m + 0 / + 1)
 //   nibble 1 / 5 -> A reg 1 (row r + 8, K 16q + 4m + 0 / + 1)
 //   nibble 2 / 6 -> A reg 2 (row r,     K 16q + 4m + 2 / + 3)
@@ -43,7 +45,7 @@ struct DecodeDims {
   int64_t n1_tasks = 0;  // FC1 tasks per expert
   int64_t n2_tasks = 0;  // FC2 tasks per expert (32 output rows each)
   int64_t chunks1 = 0, chunks2 = 0;  // 64-wide K chunks
-  int64_t task1_bytes = 0, task2_bytes = 0;
+  int64_t expert1_bytes = 0, expert2_bytes = 0;  // one expert's prepared FC1 / FC2 block
   bool swiglu = true;
 };
 
@@ -52,26 +54,26 @@ DecodeDims decode_dims(const MoeSpec& spec);
 inline constexpr int kTaskRows = 32;
 inline constexpr int kPiece = 512;  // bytes of one piece (32 lanes x 16 bytes)
 
-inline int64_t task_stream_bytes(int64_t chunks) {
-  const int64_t groups = (chunks + 7) / 8;
-  return (groups * 2 + chunks * 2) * kPiece;
+inline int64_t expert_block_bytes(int64_t chunks, int64_t tasks) {
+  return ((chunks + 7) / 8 + chunks) * tasks * 2 * kPiece;
 }
 
-// Builds the stream of every task of one matrix of one expert. row_of(task, tile, rr)
-// returns the source row or -1 for a zero row. src: packed [rows, K/2], scales [rows, K/16].
-void prepare_task_streams(const uint8_t* packed, const uint8_t* scales, int64_t K, int64_t tasks,
+// Builds one expert's block of one matrix. row_of(task, tile, rr) returns the source row or
+// -1 for a zero row. src: packed [rows, K/2], scales [rows, K/16].
+void prepare_expert_block(const uint8_t* packed, const uint8_t* scales, int64_t K, int64_t tasks,
                           const std::function<int64_t(int64_t, int, int)>& row_of, uint8_t* out);
 
 // The whole prepared layer: FC1 streams of all experts, then FC2 streams.
 struct DecodePrepared {
   DecodeDims dims;
-  std::vector<uint8_t> w1, w2;  // [E][n1_tasks][task1_bytes], [E][n2_tasks][task2_bytes]
+  std::vector<uint8_t> w1, w2;  // [E][expert1_bytes], [E][expert2_bytes]
 };
 DecodePrepared prepare_decode_weights(const MoeSpec& spec, const uint8_t* w13, const uint8_t* w13_scale,
                                       const uint8_t* w2, const uint8_t* w2_scale);
 
 // The value a lane's slice encodes, decoded back (for tests of the layout): weight of
-// (task, tile, tile row, K) without the global scale.
-float decode_prepared_weight(const uint8_t* task_stream, int64_t chunks, int tile, int rr, int64_t kk);
+// (task, tile, tile row, K) of one expert's block, without the global scale.
+float decode_prepared_weight(const uint8_t* expert_block, int64_t chunks, int64_t tasks, int64_t task, int tile,
+                             int rr, int64_t kk);
 
 }  // namespace fp4moe::cuda
