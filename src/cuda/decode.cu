@@ -63,8 +63,9 @@ class DecodeKernel final : public MoeKernel {
       const size_t i = static_cast<size_t>(e);
       FP4MOE_CHECK_ARG(!a4 || (a13[i] > 0 && a2[i] > 0), "a13_scale/a2_scale",
                        "positive input scales (dequant direction)", detail::concat(a13[i], " / ", a2[i]));
-      g1[i] = a4 ? g13[i] * a13[i] : g13[i];
-      g2[i] = a4 ? g2s[i] * a2[i] : g2s[i];
+      // times 2^63 (exact): the kernel's MMA operand is the weight times 2^-63 (decode_kernel.cu)
+      g1[i] = (a4 ? g13[i] * a13[i] : g13[i]) * 0x1p63f;
+      g2[i] = (a4 ? g2s[i] * a2[i] : g2s[i]) * 0x1p63f;
     }
     weight_bytes_ = prep.w1.size() + prep.w2.size();
     w1_ = device_alloc<uint8_t>(prep.w1.size());

@@ -7,6 +7,9 @@ namespace fp4moe::cuda {
 namespace {
 
 
+// The dequantized MMA operand is the weight times 2^-63 (see dequant_word).
+constexpr float kWeightShift = 9223372036854775808.0f;  // 2^63
+
 // ---- PTX wrappers ----
 // cp.async.cg: 16 bytes global -> shared, bypassing L1 (weights are read exactly once).
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
@@ -35,20 +38,22 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
 __device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
 __device__ __forceinline__ __nv_bfloat162 bits_bf2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162*>(&v); }
 
-// One prepared word (8 e2m1 codes) -> the four bf16x2 A registers of one MMA, each code
-// times its row's block scale; exact. The bit trick: sign -> bit 15, the 3 magnitude bits
-// -> bits 8..6 make a bf16 equal to the e2m1 value times 2^-126 (subnormal codes included).
+// One prepared word (8 e2m1 codes) -> the four bf16x2 A registers of one MMA. The bit trick:
+// sign -> bit 15 and the 3 magnitude bits -> bits 8..6 make a bf16 equal to the e2m1 value
+// times 2^-126 (the two smallest codes are bf16 subnormals); one multiply by the row's block
+// scale times 2^63 then gives the weight times 2^-63 exactly, in the normal range. The MMA is
+// scale-invariant in fp32, and the epilogue scale carries the 2^63 back (decode.cu), so the
+// result is bitwise what the unscaled weights would give.
 __device__ __forceinline__ void dequant_word(uint32_t w, __nv_bfloat162 s_lo, __nv_bfloat162 s_hi, uint32_t (&a)[4]) {
   constexpr uint32_t M = 0x01C001C0u, S = 0x80008000u;
-  const __nv_bfloat162 k126 = bits_bf2(0x7E807E80u);  // 2^126
   const uint32_t r0 = ((w << 6) & M) | ((w << 12) & S);
   const uint32_t r1 = ((w << 2) & M) | ((w << 8) & S);
   const uint32_t r2 = ((w >> 2) & M) | ((w << 4) & S);
   const uint32_t r3 = ((w >> 6) & M) | (w & S);
-  a[0] = bf2_bits(__hmul2(__hmul2(bits_bf2(r0), k126), s_lo));
-  a[1] = bf2_bits(__hmul2(__hmul2(bits_bf2(r1), k126), s_hi));
-  a[2] = bf2_bits(__hmul2(__hmul2(bits_bf2(r2), k126), s_lo));
-  a[3] = bf2_bits(__hmul2(__hmul2(bits_bf2(r3), k126), s_hi));
+  a[0] = bf2_bits(__hmul2(bits_bf2(r0), s_lo));
+  a[1] = bf2_bits(__hmul2(bits_bf2(r1), s_hi));
+  a[2] = bf2_bits(__hmul2(bits_bf2(r2), s_lo));
+  a[3] = bf2_bits(__hmul2(bits_bf2(r3), s_hi));
 }
 
 // e2m1 rounding of v (ties to the even code, saturating; sign set when v < 0; NaN -> +6),
@@ -215,9 +220,9 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
           // this chunk's two scale bytes (rows r, r + 8) of the group's 16-byte lane slice
           const uint32_t sw = reinterpret_cast<const uint32_t*>(&st.s[(((g0 >> 3) & 1) * 2 + t) * 32 + lane])[u >> 1];
           const uint32_t pair = (u & 1) ? (sw >> 16) : (sw & 0xFFFF);
-          // e4m3x2 -> f16x2 -> bf16x2 (exact: e4m3 fits both), then (s_r, s_r) and (s_r8, s_r8)
+          // e4m3x2 -> f16x2 -> f32 x 2^63 -> bf16x2 (all exact), then (s_r, s_r) and (s_r8, s_r8)
           const float2 sf = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3)));
-          const __nv_bfloat162 sb = __floats2bfloat162_rn(sf.x, sf.y);
+          const __nv_bfloat162 sb = __floats2bfloat162_rn(sf.x * kWeightShift, sf.y * kWeightShift);
           s_lo[t] = __lows2bfloat162(sb, sb);
           s_hi[t] = __highs2bfloat162(sb, sb);
         }

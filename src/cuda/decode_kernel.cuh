@@ -26,8 +26,8 @@ namespace fp4moe::cuda {
 struct DecodeParams {
   const uint8_t* w1;  // prepared FC1 blocks [E][expert1_bytes] (decode_layout.hpp)
   const uint8_t* w2;  // prepared FC2 blocks [E][expert2_bytes]
-  const float* g1;    // [E] FC1 epilogue scale: w13_scale_2 (* a13 in W4A4)
-  const float* g2;    // [E] FC2 epilogue scale: w2_scale_2 (* a2 in W4A4)
+  const float* g1;    // [E] FC1 epilogue scale: w13_scale_2 (* a13 in W4A4) * 2^63 (the MMA sees w * 2^-63)
+  const float* g2;    // [E] FC2 epilogue scale: w2_scale_2 (* a2 in W4A4) * 2^63
   const float* a13;   // [E] FC1 input scale (dequant direction), W4A4
   const float* a2;    // [E] FC2 input scale (dequant direction), W4A4
   const __nv_bfloat16* x;
