@@ -74,11 +74,30 @@ RunResult run_and_compare(cuda::MoeKernel& k, const NvFp4Layer& L, const std::ve
   return res;
 }
 
+// W4A4 re-quantizes h per 16-block: when the tensor cores' fp32 sum and the CPU's differ by an
+// ulp, h can round to another bf16, move its block's e4m3 scale and change 16 codes at once.
+// Two CPU references that differ only in summation order disagree by 8.7e-3 on one token of
+// gpt-oss-20b (seed 1795302023). So W4A4 is held to 5e-3 over all tokens of a shape (pooled,
+// see check_shape) and to 3e-2 per call; W4A16 has no such step and is held to 2e-3 per call.
+constexpr double kTolW4A16 = 2e-3, kTolW4A4Pooled = 5e-3, kTolW4A4Call = 3e-2;
+
+struct Pool {
+  double d2 = 0, r2 = 0;
+  void add(const RunResult& r) {
+    for (size_t i = 0; i < r.out.size(); ++i) {
+      const double a = bf16_to_float(r.out[i]), b = bf16_to_float(r.ref[i]);
+      d2 += (a - b) * (a - b);
+      r2 += b * b;
+    }
+  }
+  double rel() const { return r2 > 0 ? std::sqrt(d2 / r2) : std::sqrt(d2); }
+};
+
 void expect_matches(const RunResult& r, Mode mode, const std::string& what) {
   size_t unwritten = 0;
   for (auto v : r.out) unwritten += !std::isfinite(bf16_to_float(v));
   EXPECT_EQ(unwritten, 0u) << what << ": outputs left unwritten (poison) or non-finite";
-  const double tol = mode == Mode::W4A16 ? 2e-3 : 5e-3;
+  const double tol = mode == Mode::W4A16 ? kTolW4A16 : kTolW4A4Call;
   EXPECT_LE(r.err.rel_l2, tol) << what << ": rel L2 " << r.err.rel_l2 << " max abs " << r.err.max_abs;
   EXPECT_TRUE(r.out == r.out2) << what << ": second run not bitwise identical";
   std::printf("  %-48s rel_l2 %.3e  max_abs %.3e\n", what.c_str(), r.err.rel_l2, r.err.max_abs);
@@ -93,11 +112,17 @@ void check_shape(MoeSpec spec, const std::vector<int64_t>& Ms, const std::string
   auto rcal = random_routing(maxM, spec.experts, spec.topk, seed + 2);
   if (spec.mode == Mode::W4A4) calibrate(L, xcal, rcal);
   auto k = cuda::make_decode_kernel(spec, L.view(), cuda::WeightsOn::Host, maxM, 0);
+  Pool pool;
   for (int64_t M : Ms) {
     auto x = random_hidden_states(M, spec.hidden, seed + 10 + static_cast<uint64_t>(M));
     auto r = random_routing(M, spec.experts, spec.topk, seed + 20 + static_cast<uint64_t>(M));
-    expect_matches(run_and_compare(*k, L, x, r), spec.mode,
-                   name + " " + to_string(spec.mode) + " M=" + std::to_string(M));
+    const RunResult res = run_and_compare(*k, L, x, r);
+    expect_matches(res, spec.mode, name + " " + to_string(spec.mode) + " M=" + std::to_string(M));
+    pool.add(res);
+  }
+  if (spec.mode == Mode::W4A4) {
+    EXPECT_LE(pool.rel(), kTolW4A4Pooled) << name << " w4a4: pooled rel L2 over all M";
+    std::printf("  %-48s rel_l2 %.3e  (pooled over M)\n", (name + " w4a4").c_str(), pool.rel());
   }
   EXPECT_EQ(k->take_invalid_id_count(), 0);
 }
