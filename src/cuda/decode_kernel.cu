@@ -1,6 +1,7 @@
 // fp4moe: the fused NVFP4 MoE decode kernel. See decode_kernel.cuh for the design and
 // decode_layout.hpp for the prepared weight layout it streams.
 #include "cuda/decode_kernel.cuh"
+#include "cuda/nvfp4_device.cuh"
 
 namespace fp4moe::cuda {
 
@@ -10,31 +11,13 @@ namespace {
 // The dequantized MMA operand is the weight times 2^-63 (see dequant_word).
 constexpr float kWeightShift = 9223372036854775808.0f;  // 2^63
 
-// ---- PTX wrappers ----
-// cp.async.cg: 16 bytes global -> shared, bypassing L1 (weights are read exactly once).
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
+// ---- PTX wrappers (the shared ones are in nvfp4_device.cuh) ----
 // acquire load: a counter that says "this data is complete" must be read this way before the data.
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
 __device__ __forceinline__ __nv_bfloat162 bits_bf2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162*>(&v); }
 
@@ -54,36 +37,6 @@ __device__ __forceinline__ void dequant_word(uint32_t w, __nv_bfloat162 s_lo, __
   a[1] = bf2_bits(__hmul2(bits_bf2(r1), s_hi));
   a[2] = bf2_bits(__hmul2(bits_bf2(r2), s_lo));
   a[3] = bf2_bits(__hmul2(bits_bf2(r3), s_hi));
-}
-
-// e2m1 rounding of v (ties to the even code, saturating; sign set when v < 0; NaN -> +6),
-// returned as its value - the same rule as fp4moe::e2m1_encode on the host.
-__device__ __forceinline__ float e2m1_round(float v) {
-  if (v != v) return 6.0f;
-  const float a = fabsf(v);
-  float r;
-  if (a <= 0.25f) r = 0.0f;
-  else if (a < 0.75f) r = 0.5f;
-  else if (a <= 1.25f) r = 1.0f;
-  else if (a < 1.75f) r = 1.5f;
-  else if (a <= 2.5f) r = 2.0f;
-  else if (a < 3.5f) r = 3.0f;
-  else if (a <= 5.0f) r = 4.0f;
-  else r = 6.0f;
-  return v < 0.0f ? -r : r;
-}
-
-// Per-16-block activation quantization of one value given its block amax (host twin:
-// fp4moe::quantize_activation_row): s = e4m3_rn_sat(amax / (6 * is)),
-// q = e2m1(x / (s * is)); returns e2m1(q) * s (the input scale stays in the epilogue).
-__device__ __forceinline__ float block_scale(float amax, float is) {
-  const float six_is = __fmul_rn(6.0f, is);
-  const __nv_fp8_storage_t sb = __nv_cvt_float_to_fp8(__fdiv_rn(amax, six_is), __NV_SATFINITE, __NV_E4M3);
-  return __half2float(__half(__nv_cvt_fp8_to_halfraw(sb, __NV_E4M3)));
-}
-__device__ __forceinline__ float quant_value(float x, float s, float is) {
-  if (s == 0.0f) return 0.0f;
-  return __fmul_rn(e2m1_round(__fdiv_rn(x, __fmul_rn(s, is))), s);
 }
 
 __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
@@ -390,13 +343,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
           const uint4* src = reinterpret_cast<const uint4*>(xr + b * 16);
           uint4 v[2] = {src[0], src[1]};
           const __nv_bfloat16* xv = reinterpret_cast<const __nv_bfloat16*>(v);
-          float amax = 0.0f;
+          float f[16];
 #pragma unroll
-          for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(__bfloat162float(xv[i])));
-          const float s = block_scale(amax, is);
+          for (int i = 0; i < 16; ++i) f[i] = __bfloat162float(xv[i]);
+          quantize_block16(f, is);
           __nv_bfloat16* ov = reinterpret_cast<__nv_bfloat16*>(o);
 #pragma unroll
-          for (int i = 0; i < 16; ++i) ov[i] = __float2bfloat16_rn(quant_value(__bfloat162float(xv[i]), s, is));
+          for (int i = 0; i < 16; ++i) ov[i] = __float2bfloat16_rn(f[i]);
         }
         reinterpret_cast<uint4*>(dst + b * 16)[0] = o[0];
         reinterpret_cast<uint4*>(dst + b * 16)[1] = o[1];
@@ -472,11 +425,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
                 m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, d));
                 m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, d));
               }
-              const float s0 = block_scale(m0, is2), s1 = block_scale(m1, is2);
+              const float s0 = act_block_scale(m0, is2), s1 = act_block_scale(m1, is2);
 #pragma unroll
               for (int hh = 0; hh < 2; ++hh) {
-                hv[0][hh][j] = quant_value(hv[0][hh][j], s0, is2);
-                hv[1][hh][j] = quant_value(hv[1][hh][j], s1, is2);
+                hv[0][hh][j] = act_quant_value(hv[0][hh][j], s0, is2);
+                hv[1][hh][j] = act_quant_value(hv[1][hh][j], s1, is2);
               }
             }
           }

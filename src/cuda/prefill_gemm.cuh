@@ -18,6 +18,8 @@
 
 #include <cstdint>
 
+#include "cuda/nvfp4_device.cuh"
+
 namespace fp4moe::cuda::prefill {
 
 constexpr int kBN = 128;      // weight rows (output columns) per tile
@@ -57,30 +59,11 @@ struct GemmParams {
 };
 
 // ---- PTX wrappers ----
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16-byte async copy; src_bytes 0 zero-fills the destination (rows past the end, K padding).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
 }
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // Nibble J of w is the low element, nibble J + 4 the high element of the bf16x2 result.
 template <int J>
 __device__ __forceinline__ uint32_t fp4x2_to_bf16x2(uint32_t w, uint32_t scale2) {
@@ -90,45 +73,6 @@ __device__ __forceinline__ uint32_t fp4x2_to_bf16x2(uint32_t w, uint32_t scale2)
   __nv_bfloat162 s = *reinterpret_cast<const __nv_bfloat162*>(&scale2);
   __nv_bfloat162 r = __hmul2(a, s);  // exact: both are exact and the product fits
   return *reinterpret_cast<uint32_t*>(&r);
-}
-
-// ---- NVFP4 activation quantization, bit-identical to fp4moe::quantize_activation_row ----
-__device__ __forceinline__ uint32_t e2m1_code(float x) {
-  if (isnan(x)) return 7u;
-  const uint32_t sign = x < 0.0f ? 8u : 0u;
-  const float a = fabsf(x);
-  uint32_t c;
-  if (a <= 0.25f) c = 0;
-  else if (a < 0.75f) c = 1;
-  else if (a <= 1.25f) c = 2;
-  else if (a < 1.75f) c = 3;
-  else if (a <= 2.5f) c = 4;
-  else if (a < 3.5f) c = 5;
-  else if (a <= 5.0f) c = 6;
-  else c = 7;
-  return sign | c;
-}
-__device__ __forceinline__ float e2m1_value(uint32_t c) {
-  constexpr float kMag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-  float m = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) m = ((c & 7u) == static_cast<uint32_t>(i)) ? kMag[i] : m;
-  return (c & 8u) ? -m : m;
-}
-// v: 16 values in; out: e2m1(q) * s (without input_scale), exactly as the reference.
-__device__ __forceinline__ void quantize_block16(float (&v)[16], float input_scale) {
-  float amax = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(v[i]));
-  const float six_is = 6.0f * input_scale;
-  const __nv_fp8_storage_t sb = __nv_cvt_float_to_fp8(amax / six_is, __NV_SATFINITE, __NV_E4M3);
-  const float s = __half2float(__half(__nv_cvt_fp8_to_halfraw(sb, __NV_E4M3)));
-  const float denom = s * input_scale;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) {
-    const uint32_t c = (s == 0.0f) ? 0u : e2m1_code(v[i] / denom);  // IEEE division (no fast-math)
-    v[i] = e2m1_value(c) * s;
-  }
 }
 
 // ---- the kernel ----
