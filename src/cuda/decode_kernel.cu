@@ -245,6 +245,28 @@ __device__ __forceinline__ bool reduce_splits(float (&acc)[2][NT][4], int split,
   return true;
 }
 
+// One FC1 or FC2 task: (active expert a, row task w, K split) -> what it covers. Consecutive
+// warps take consecutive row tasks of one split, so they read adjacent memory. Split-K applies
+// only when the expert's tokens fit one pass (else split 0 does all of K, the others nothing).
+struct GemmTask {
+  int a, w, split, e, cnt, off, nsplit, c0, c1;
+};
+template <int NT>
+__device__ __forceinline__ GemmTask gemm_task(int idx, int ntasks, int splits, int cps, int chunks, const int* active,
+                                              const int* count, const int* off, int part_experts) {
+  GemmTask t;
+  t.a = idx / (ntasks * splits);
+  t.w = idx % ntasks;
+  t.split = (idx / ntasks) % splits;
+  t.e = active[t.a];
+  t.cnt = count[t.e];
+  t.off = off[t.e];
+  t.nsplit = (splits > 1 && t.cnt <= 8 * NT && t.a < part_experts) ? splits : 1;
+  t.c0 = t.nsplit > 1 ? t.split * cps : 0;
+  t.c1 = t.nsplit > 1 ? min(chunks, t.c0 + cps) : chunks;
+  return t;
+}
+
 __device__ __forceinline__ float silu(float g) { return __fdiv_rn(g, __fadd_rn(1.0f, expf(-g))); }
 
 }  // namespace
@@ -357,14 +379,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       signal_count(&q_done[e], lane);
     } else if (task < nq + n1) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
-      // consecutive warps take consecutive row tasks of one split: they read adjacent memory
-      const int idx = task - nq, a = idx / (p.n1_tasks * p.split1), w = idx % p.n1_tasks;
-      const int split = (idx / p.n1_tasks) % p.split1;
-      const int e = R.active[a], cnt = R.count[e], off = R.off[e];
-      // split-K only when the expert's tokens fit one pass; otherwise split 0 does it all
-      const int nsplit = (p.split1 > 1 && cnt <= 8 * NT && a < p.part_experts) ? p.split1 : 1;
-      if (split >= nsplit) continue;
-      const int c0 = nsplit > 1 ? split * p.cps1 : 0, c1 = nsplit > 1 ? min(p.chunks1, c0 + p.cps1) : p.chunks1;
+      const GemmTask gt = gemm_task<NT>(task - nq, p.n1_tasks, p.split1, p.cps1, p.chunks1, R.active, R.count, R.off,
+                                        p.part_experts);
+      if (gt.split >= gt.nsplit) continue;
+      const int a = gt.a, w = gt.w, split = gt.split, e = gt.e, cnt = gt.cnt, off = gt.off, nsplit = gt.nsplit;
+      const int c0 = gt.c0, c1 = gt.c1;
       bool finished_splits = true;
       const TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
       const float g1 = p.g1[e];
@@ -453,13 +472,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       if (finished_splits) signal_count(&fc1_done[e], lane);
     } else if (task < nq + n1 + n2) {
       // ---- FC2 -> z (fp32, complete sums) ----
-      const int idx = task - nq - n1, a = idx / (p.n2_tasks * p.split2), w = idx % p.n2_tasks;
-      const int split = (idx / p.n2_tasks) % p.split2;
-      const int e = R.active[a], cnt = R.count[e], off = R.off[e];
-      // split-K only when the expert's tokens fit one pass; otherwise split 0 does it all
-      const int nsplit = (p.split2 > 1 && cnt <= 8 * NT && a < p.part_experts) ? p.split2 : 1;
-      if (split >= nsplit) continue;
-      const int c0 = nsplit > 1 ? split * p.cps2 : 0, c1 = nsplit > 1 ? min(p.chunks2, c0 + p.cps2) : p.chunks2;
+      const GemmTask gt = gemm_task<NT>(task - nq - n1, p.n2_tasks, p.split2, p.cps2, p.chunks2, R.active, R.count,
+                                        R.off, p.part_experts);
+      if (gt.split >= gt.nsplit) continue;
+      const int a = gt.a, w = gt.w, split = gt.split, e = gt.e, cnt = gt.cnt, off = gt.off, nsplit = gt.nsplit;
+      const int c0 = gt.c0, c1 = gt.c1;
       bool finished_splits = true;
       const TaskStream stream = task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, w, p.chunks2);
       const float g2 = p.g2[e];
