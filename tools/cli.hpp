@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "fp4moe/error.hpp"
+#include "fp4moe/metrics.hpp"
+#include "fp4moe/moe.hpp"
 
 namespace fp4moe::cli {
 
@@ -113,6 +115,17 @@ class Json {
  private:
   std::vector<std::string> fields_;
 };
+
+// One row of the accuracy-and-time report (report.cpp).
+struct ModeResult {
+  Mode mode = Mode::W4A16;
+  std::string backend, why, note;
+  ErrorStats err;
+  double ms = 0;
+};
+void print_report(const std::string& against, const std::vector<ModeResult>& rows);
+std::string results_json(const std::vector<ModeResult>& rows);  // a JSON array
+void write_json(const std::string& path, const std::string& doc);
 
 int cmd_run(const std::vector<std::string>& args);
 int cmd_info(const std::vector<std::string>& args);

@@ -126,8 +126,7 @@ int cmd_run_checkpoint(const std::vector<std::string>& argv) {
     ref_label = "the fp64 evaluation of the checkpoint's DEQUANTIZED NVFP4 weights (an NVFP4 checkpoint has no bf16 "
                 "originals): this measures kernel/activation error, not weight quantization error";
   }
-  struct Row { Mode mode; ErrorStats err; double ms; std::string scales; };
-  std::vector<Row> rows;
+  std::vector<ModeResult> rows;
   const bool ckpt_scales = !L.nvfp4.a13_scale.empty();
   for (Mode m : modes) {
     spec.mode = m;
@@ -151,39 +150,24 @@ int cmd_run_checkpoint(const std::vector<std::string>& argv) {
     const auto t0 = std::chrono::steady_clock::now();
     const auto out = reference_moe(spec, L.nvfp4.view(), xv, idv, wv);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    rows.push_back({m, compare_bf16(out, ref64), ms, scales});
+    ModeResult r;
+    r.mode = m;
+    r.backend = "cpu-reference";
+    r.note = scales == "-" ? "" : "input scales: " + scales;
+    r.err = compare_bf16(out, ref64);
+    r.ms = ms;
+    rows.push_back(r);
   }
   std::printf("backend     cpu-reference: checkpoint layers run on the CPU reference\n");
-  std::printf("\nerror against %s:\n", ref_label.c_str());
-  std::printf("  %-6s  %-14s  %11s  %11s  %10s  %10s  %s\n", "mode", "backend", "rel L2", "max abs", "cosine", "time ms", "input scales");
-  for (auto& r : rows)
-    std::printf("  %-6s  %-14s  %11.3e  %11.3e  %10.6f  %10.2f  %s\n", to_string(r.mode), "cpu-reference", r.err.rel_l2,
-                r.err.max_abs, r.err.cosine, r.ms, r.scales.c_str());
-  if (a.has("--json")) {
-    std::string arr = "[";
-    for (size_t i = 0; i < rows.size(); ++i)
-      arr += (i ? ", " : "") + Json()
-                                   .str("mode", to_string(rows[i].mode))
-                                   .str("backend", "cpu-reference")
-                                   .num("rel_l2", rows[i].err.rel_l2)
-                                   .num("max_abs", rows[i].err.max_abs)
-                                   .num("cosine", rows[i].err.cosine)
-                                   .num("time_ms", rows[i].ms)
-                                   .dump();
-    arr += "]";
-    const std::string doc = Json()
-                                .str("checkpoint", ck.path())
-                                .num("layer", static_cast<double>(layer))
-                                .num("tokens", static_cast<double>(T))
-                                .str("reference", L.bf16 ? "fp64-bf16" : "fp64-dequantized-nvfp4")
-                                .raw("results", arr)
-                                .dump();
-    const std::string p = a.str("--json", "");
-    std::ofstream f(p);
-    if (!f) throw Error("--json: expected a writable file, got \"" + p + "\"");
-    f << doc << "\n";
-    std::printf("\nwrote %s\n", p.c_str());
-  }
+  print_report(ref_label, rows);
+  if (a.has("--json"))
+    write_json(a.str("--json", ""), Json()
+                                        .str("checkpoint", ck.path())
+                                        .num("layer", static_cast<double>(layer))
+                                        .num("tokens", static_cast<double>(T))
+                                        .str("reference", L.bf16 ? "fp64-bf16" : "fp64-dequantized-nvfp4")
+                                        .raw("results", results_json(rows))
+                                        .dump());
   return 0;
 }
 

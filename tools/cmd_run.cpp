@@ -20,13 +20,6 @@ namespace fp4moe::cli {
 
 namespace {
 
-struct ModeResult {
-  Mode mode;
-  std::string backend, why;
-  ErrorStats err;
-  double ms = 0;
-};
-
 // Selection (fp4moe::select through the Moe API): the data is staged to the GPU when a GPU
 // backend is chosen. In auto, when no backend can take device data (say, a batch too large for
 // the decode kernel and no prefill kernel), the host is tried next - and the output says so.
@@ -130,40 +123,15 @@ int cmd_run(const std::vector<std::string>& argv) {
   }
 
   std::printf("backend     %s: %s\n", results[0].backend.c_str(), results[0].why.c_str());
-  std::printf("\nerror against the fp64 unquantized layer (bf16 weights):\n");
-  std::printf("  %-6s  %-14s  %11s  %11s  %10s  %10s\n", "mode", "backend", "rel L2", "max abs", "cosine", "time ms");
-  for (auto& r : results)
-    std::printf("  %-6s  %-14s  %11.3e  %11.3e  %10.6f  %10.2f\n", to_string(r.mode), r.backend.c_str(), r.err.rel_l2,
-                r.err.max_abs, r.err.cosine, r.ms);
-
-  if (a.has("--json")) {
-    std::string arr = "[";
-    for (size_t i = 0; i < results.size(); ++i) {
-      auto& r = results[i];
-      arr += (i ? ", " : "") + Json()
-                                   .str("mode", to_string(r.mode))
-                                   .str("backend", r.backend)
-                                   .str("why", r.why)
-                                   .num("rel_l2", r.err.rel_l2)
-                                   .num("max_abs", r.err.max_abs)
-                                   .num("cosine", r.err.cosine)
-                                   .num("time_ms", r.ms)
-                                   .dump();
-    }
-    arr += "]";
-    const std::string doc = Json()
-                                .str("preset", p.name)
-                                .num("tokens", static_cast<double>(T))
-                                .num("seed", static_cast<double>(seed))
-                                .num("experts_touched", static_cast<double>(n_touched))
-                                .raw("results", arr)
-                                .dump();
-    const std::string path = a.str("--json", "");
-    std::ofstream f(path);
-    if (!f) throw Error("--json: expected a writable file, got \"" + path + "\"");
-    f << doc << "\n";
-    std::printf("\nwrote %s\n", path.c_str());
-  }
+  print_report("the fp64 unquantized layer (bf16 weights)", results);
+  if (a.has("--json"))
+    write_json(a.str("--json", ""), Json()
+                                        .str("preset", p.name)
+                                        .num("tokens", static_cast<double>(T))
+                                        .num("seed", static_cast<double>(seed))
+                                        .num("experts_touched", static_cast<double>(n_touched))
+                                        .raw("results", results_json(results))
+                                        .dump());
   return 0;
 }
 
