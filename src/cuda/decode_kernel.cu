@@ -205,20 +205,24 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
 // Returns false for the splits that are done.
 template <int NT>
 __device__ __forceinline__ bool reduce_splits(float (&acc)[2][NT][4], int split, int nsplit, float* part, unsigned* ctr,
-                                              int slot0, int cnt_left, int ntiles, int lane) {
+                                              int cnt_left, int ntiles, int lane) {
   if (nsplit == 1) return true;
   const int r = lane >> 2, q = lane & 3;
   // part layout for this task: [split][token column j < 8 * NT][32 rows]
   auto at = [&](int s, int j, int row) { return part + (static_cast<long long>(s) * 8 * NT + j) * 32 + row; };
+  // fn(accumulator, token column, row) for each of this lane's accumulators of a real token
+  auto for_each = [&](auto fn) {
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
+    for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-    for (int t = 0; t < 2; ++t)
+      for (int t = 0; t < 2; ++t)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int j = nt * 8 + 2 * q + (i & 1), row = 16 * t + r + 8 * (i >> 1);
-        if (nt < ntiles && j < cnt_left) __stcg(at(split, j, row), acc[t][nt][i]);
-      }
+        for (int i = 0; i < 4; ++i) {
+          const int j = nt * 8 + 2 * q + (i & 1), row = 16 * t + r + 8 * (i >> 1);
+          if (nt < ntiles && j < cnt_left) fn(acc[t][nt][i], j, row);
+        }
+  };
+  for_each([&](float& v, int j, int row) { __stcg(at(split, j, row), v); });
   __threadfence();
   __syncwarp();
   unsigned old = 0;
@@ -227,21 +231,12 @@ __device__ __forceinline__ bool reduce_splits(float (&acc)[2][NT][4], int split,
   if (old != static_cast<unsigned>(nsplit - 1)) return false;
   if (lane == 0) *ctr = 0;  // every split has arrived: ready for the next launch
   __threadfence();
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-    for (int t = 0; t < 2; ++t)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int j = nt * 8 + 2 * q + (i & 1), row = 16 * t + r + 8 * (i >> 1);
-        if (nt < ntiles && j < cnt_left) {
-          float sum = 0.0f;
+  for_each([&](float& v, int j, int row) {
+    float sum = 0.0f;
 #pragma unroll 1
-          for (int s = 0; s < nsplit; ++s) sum = __fadd_rn(sum, s == split ? acc[t][nt][i] : __ldcg(at(s, j, row)));
-          acc[t][nt][i] = sum;
-        }
-      }
-  (void)slot0;
+    for (int s = 0; s < nsplit; ++s) sum = __fadd_rn(sum, s == split ? v : __ldcg(at(s, j, row)));
+    v = sum;
+  });
   return true;
 }
 
@@ -408,8 +403,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         if (p.w4a4) task_pass<NT, D, false>(stream, c0, c1, st, lane, brow, p.Hk, ntiles, acc, wait_q);
         else task_pass<NT, D, true>(stream, c0, c1, st, lane, brow, p.H, ntiles, acc, wait_q);
         if (!reduce_splits<NT>(acc, split, nsplit, p.part + (static_cast<long long>(a) * p.n1_tasks + w) * p.part_stride,
-                               &p.task_ctr[static_cast<long long>(e) * p.n1_tasks + w], off + base, cnt - base, ntiles,
-                               lane)) {
+                               &p.task_ctr[static_cast<long long>(e) * p.n1_tasks + w], cnt - base, ntiles, lane)) {
           finished_splits = false;
           break;
         }
@@ -495,7 +489,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         if (!reduce_splits<NT>(acc, split, nsplit,
                                p.part + (static_cast<long long>(p.part_experts) * p.n1_tasks + static_cast<long long>(a) * p.n2_tasks + w) * p.part_stride,
                                &p.task_ctr[static_cast<long long>(p.E) * p.n1_tasks + static_cast<long long>(e) * p.n2_tasks + w],
-                               off + base, cnt - base, ntiles, lane)) {
+                               cnt - base, ntiles, lane)) {
           finished_splits = false;
           break;
         }
