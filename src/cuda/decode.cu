@@ -31,12 +31,10 @@ std::vector<uint8_t> to_host(const TensorView& t, WeightsOn where) {
   return v;
 }
 
-std::vector<float> per_expert(const TensorView& t, WeightsOn where, int64_t E, float absent) {
-  std::vector<float> v(static_cast<size_t>(E), absent);
-  if (t.data == nullptr) return v;
-  auto bytes = to_host(t, where);
-  const float* f = reinterpret_cast<const float*>(bytes.data());
-  for (int64_t e = 0; e < E; ++e) v[static_cast<size_t>(e)] = t.shape.empty() ? f[0] : f[e];
+// Absent scales mean 1.0.
+std::vector<float> per_expert_or_one(const TensorView& t, WeightsOn where, int64_t E) {
+  std::vector<float> v = per_expert_scales(t, where, E);
+  if (v.empty()) v.assign(static_cast<size_t>(E), 1.0f);
   return v;
 }
 
@@ -55,8 +53,8 @@ class DecodeKernel final : public MoeKernel {
     const auto w13 = to_host(w.w13, where), w13s = to_host(w.w13_scale, where);
     const auto w2 = to_host(w.w2, where), w2s = to_host(w.w2_scale, where);
     DecodePrepared prep = prepare_decode_weights(spec, w13.data(), w13s.data(), w2.data(), w2s.data());
-    const auto g13 = per_expert(w.w13_scale_2, where, E, 1.0f), g2s = per_expert(w.w2_scale_2, where, E, 1.0f);
-    const auto a13 = per_expert(w.a13_scale, where, E, 1.0f), a2 = per_expert(w.a2_scale, where, E, 1.0f);
+    const auto g13 = per_expert_or_one(w.w13_scale_2, where, E), g2s = per_expert_or_one(w.w2_scale_2, where, E);
+    const auto a13 = per_expert_or_one(w.a13_scale, where, E), a2 = per_expert_or_one(w.a2_scale, where, E);
     const bool a4 = spec.mode == Mode::W4A4;
     std::vector<float> g1(static_cast<size_t>(E)), g2(static_cast<size_t>(E));
     for (int64_t e = 0; e < E; ++e) {

@@ -243,17 +243,6 @@ struct DevArray {
   size_t bytes() const { return n * sizeof(T); }
 };
 
-std::vector<float> small_to_host(const TensorView& t, WeightsOn where, int64_t E) {
-  std::vector<float> v;
-  if (t.data == nullptr) return v;
-  const size_t n = t.shape.empty() ? 1 : static_cast<size_t>(t.shape[0]);
-  v.resize(n);
-  if (where == WeightsOn::Host) std::memcpy(v.data(), t.data, n * sizeof(float));
-  else FP4MOE_CUDA_CHECK(cudaMemcpy(v.data(), t.data, n * sizeof(float), cudaMemcpyDeviceToHost));
-  if (n == 1 && E > 1) v.assign(static_cast<size_t>(E), v[0]);
-  return v;
-}
-
 class PrefillKernel final : public MoeKernel {
  public:
   PrefillKernel(const MoeSpec& spec, const MoeWeights& w, WeightsOn where, int64_t max_tokens, int device)
@@ -311,8 +300,8 @@ class PrefillKernel final : public MoeKernel {
     prepare(w.w2, w.w2_scale, where, map2, H, I, nt2_, kc2_, codes2_.p, scales2_.p);
 
     // epilogue scales
-    const std::vector<float> g13 = small_to_host(w.w13_scale_2, where, E), g2 = small_to_host(w.w2_scale_2, where, E);
-    std::vector<float> a13 = small_to_host(w.a13_scale, where, E), a2 = small_to_host(w.a2_scale, where, E);
+    const std::vector<float> g13 = per_expert_scales(w.w13_scale_2, where, E), g2 = per_expert_scales(w.w2_scale_2, where, E);
+    std::vector<float> a13 = per_expert_scales(w.a13_scale, where, E), a2 = per_expert_scales(w.a2_scale, where, E);
     std::vector<float> s1(static_cast<size_t>(E)), s2(static_cast<size_t>(E)), a2v(static_cast<size_t>(E), 1.0f);
     for (int64_t e = 0; e < E; ++e) {
       const size_t u = static_cast<size_t>(e);
