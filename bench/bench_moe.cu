@@ -26,6 +26,9 @@
 #include <vector>
 
 #include "cuda/backend_api.hpp"
+#ifdef FP4MOE_DECODE_TRACE
+#include "cuda/decode_kernel.cuh"
+#endif
 #include "fp4moe/presets.hpp"
 #include "fp4moe/synthetic.hpp"
 
@@ -324,6 +327,15 @@ int main(int argc, char** argv) {
 
       auto g_fp4 = capture(tm.st, [&] { kern->forward(dx, dids, dw, M, dout, tm.st); });
       const double fp4_us = tm.time_graph(g_fp4, reps);
+#ifdef FP4MOE_DECODE_TRACE
+      if (!prefill) {  // the timeline of one more replay, after an L2 flush
+        cuda::decode_trace_reset();
+        CK(cudaDeviceSynchronize());
+        (void)tm.time_graph(g_fp4, 1);
+        std::printf("  %s M=%lld: %.1f us\n", name.c_str(), static_cast<long long>(M), fp4_us);
+        cuda::decode_trace_print();
+      }
+#endif
       CK(cudaGraphExecDestroy(g_fp4));
       CK(cudaGetLastError());
 

@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "cuda/backend_api.hpp"
@@ -96,7 +97,8 @@ class DecodeKernel final : public MoeKernel {
     FP4MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     FP4MOE_CHECK_ARG(prop.major >= 8, "device", "compute capability >= 8.0", detail::concat(prop.major, ".", prop.minor));
     FP4MOE_CHECK_ARG(prop.cooperativeLaunch, "device", "cooperative launch support", "none");
-    for (int v = 0; v < kVariants; ++v) setup(v, static_cast<int>(P), prop);
+    setup(static_cast<int>(P), prop);
+    for (int64_t t = 0; t <= std::min<int64_t>(max_tokens, 8); ++t) splits_.push_back(model_splits(t));
   }
 
   ~DecodeKernel() override {
@@ -151,33 +153,13 @@ class DecodeKernel final : public MoeKernel {
     p.expert2_bytes = dims_.expert2_bytes;
     p.w4a4 = spec_.mode == Mode::W4A4;
     p.swiglu = dims_.swiglu;
-    const int variant = T <= 8 ? 0 : T <= 16 ? 1 : 2;
     p.part = ws_part_;
     p.task_ctr = task_ctr_;
     p.part_stride = kPartStride;
     p.part_experts = static_cast<int>(part_experts_);
-    // Split K when there are fewer row tasks than resident warps (small batches), so that
-    // every warp streams weights; at most 4 splits of >= 8 chunks each.
-    auto split_of = [&](int64_t tasks_per_expert, int64_t chunks, int& split, int& cps) {
-      split = 1;
-      cps = static_cast<int>(chunks);
-      if (variant != 0) return;
-      const int64_t warps = static_cast<int64_t>(grid_[variant]) * kDecodeWarps;
-      const int64_t tasks = std::min<int64_t>(spec_.experts, T * spec_.topk) * tasks_per_expert;
-      // the split that minimizes rounds of tasks x chunks per task (the longest warp's chain)
-      int64_t best = -1;
-      for (int64_t sp = 1; sp <= kMaxSplit; ++sp) {
-        const int64_t c = ((chunks + sp - 1) / sp + 7) / 8 * 8;
-        const int64_t real = (chunks + c - 1) / c;
-        if (real != sp) continue;
-        const int64_t cost = ((tasks * sp + warps - 1) / warps) * c;
-        if (best < 0 || cost < best) best = cost, split = static_cast<int>(sp), cps = static_cast<int>(c);
-      }
-      if (split == 1) cps = static_cast<int>(chunks);
-    };
-    split_of(dims_.n1_tasks, dims_.chunks1, p.split1, p.cps1);
-    split_of(dims_.n2_tasks, dims_.chunks2, p.split2, p.cps2);
-    launch(variant, p, static_cast<cudaStream_t>(stream));
+    const Splits sp = T < static_cast<int64_t>(splits_.size()) ? splits_[static_cast<size_t>(T)] : model_splits(T);
+    p.split1 = sp.split1, p.cps1 = sp.cps1, p.split2 = sp.split2, p.cps2 = sp.cps2;
+    launch(p, static_cast<cudaStream_t>(stream));
   }
 
   int64_t take_invalid_id_count() override {
@@ -188,29 +170,76 @@ class DecodeKernel final : public MoeKernel {
   }
 
  private:
-  static constexpr int kVariants = 3;  // NT = 1, 2, 4
   static constexpr int kMaxSplit = 4;
   static constexpr int64_t kPartStride = kMaxSplit * 8 * 32;  // [split][token column < 8][32 rows]
-  void setup(int variant, int P, const cudaDeviceProp& prop) {
-    const void* fn = fused_decode_kernel_ptr(1 << variant);
-    const size_t smem = decode_smem_bytes(1 << variant, P, static_cast<int>(spec_.experts));
+
+  // K splits for FC1 and FC2 when there are few row tasks (batches of <= 8 tokens), so that
+  // every warp streams weights. A model of the schedule in units of one chunk per warp: tasks
+  // go to warps round-robin in phase order (FC1, then FC2); an FC2 task starts when its warp is
+  // free and FC1 is done, less the chunks its warp prefetched while waiting; a split adds one
+  // chunk for its reduction. The pair with the shortest modelled makespan wins (ties: fewer
+  // splits). Computed once per batch size at construction (it visits every warp).
+  struct Splits {
+    int split1 = 1, cps1 = 0, split2 = 1, cps2 = 0;
+  };
+  Splits model_splits(int64_t T) const {
+    const int64_t W = static_cast<int64_t>(grid_) * kDecodeWarps;
+    const int64_t act = std::min<int64_t>(spec_.experts, T * spec_.topk);  // at most this many active experts
+    const int64_t tasks1 = act * dims_.n1_tasks, tasks2 = act * dims_.n2_tasks;
+    auto chunks_per_split = [](int64_t chunks, int64_t sp) { return ((chunks + sp - 1) / sp + 7) / 8 * 8; };
+    Splits best{1, static_cast<int>(dims_.chunks1), 1, static_cast<int>(dims_.chunks2)};
+    if (T > 8 || act > part_experts_) return best;
+    int64_t best_cost = -1;
+    for (int64_t s1 = 1; s1 <= kMaxSplit; ++s1) {
+      const int64_t c1 = s1 == 1 ? dims_.chunks1 : chunks_per_split(dims_.chunks1, s1);
+      if ((dims_.chunks1 + c1 - 1) / c1 != s1) continue;
+      for (int64_t s2 = 1; s2 <= kMaxSplit; ++s2) {
+        const int64_t c2 = s2 == 1 ? dims_.chunks2 : chunks_per_split(dims_.chunks2, s2);
+        if ((dims_.chunks2 + c2 - 1) / c2 != s2) continue;
+        const int64_t n1 = tasks1 * s1, n2 = tasks2 * s2;
+        const int64_t t1 = c1 + (s1 > 1), t2 = c2 + (s2 > 1);
+        const int64_t fc1_end = (n1 + W - 1) / W * t1;
+        int64_t makespan = fc1_end;
+        for (int64_t w = 0; w < std::min(W, n1 + n2); ++w) {
+          int64_t t = (n1 > w ? (n1 - w + W - 1) / W : 0) * t1;
+          bool first = true;
+          for (int64_t task = w; task < n1 + n2; task += W) {
+            if (task < n1) continue;
+            const int64_t pre = (first && t < fc1_end) ? std::min<int64_t>(decode_depth(1), c2) : 0;
+            t = std::max(t, fc1_end) + t2 - pre;
+            first = false;
+          }
+          makespan = std::max(makespan, t);
+        }
+        if (best_cost < 0 || makespan < best_cost) {
+          best_cost = makespan;
+          best = {static_cast<int>(s1), static_cast<int>(c1), static_cast<int>(s2), static_cast<int>(c2)};
+        }
+      }
+    }
+    return best;
+  }
+
+  void setup(int P, const cudaDeviceProp& prop) {
+    const void* fn = fused_decode_kernel_ptr();
+    const size_t smem = decode_smem_bytes(P, static_cast<int>(spec_.experts));
     FP4MOE_CHECK_ARG(smem <= prop.sharedMemPerBlockOptin, "experts/max_tokens",
                      detail::concat("a routing table within ", prop.sharedMemPerBlockOptin, " bytes of shared memory"),
                      smem);
-    smem_[variant] = smem;
+    smem_ = smem;
     FP4MOE_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     int per_sm = 0;
     FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kDecodeWarps * 32, smem));
     if (per_sm < 1) throw Error("cuda-decode: the kernel cannot be resident with this shape (shared memory)");
-    fns_[variant] = fn;
-    grid_[variant] = per_sm * prop.multiProcessorCount;
+    fn_ = fn;
+    grid_ = per_sm * prop.multiProcessorCount;
   }
 
-  void launch(int variant, DecodeParams& p, cudaStream_t stream) {
+  void launch(DecodeParams& p, cudaStream_t stream) {
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(grid_[variant]));
+    cfg.gridDim = dim3(static_cast<unsigned>(grid_));
     cfg.blockDim = dim3(kDecodeWarps * 32);
-    cfg.dynamicSmemBytes = smem_[variant];
+    cfg.dynamicSmemBytes = smem_;
     cfg.stream = stream;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeCooperative;  // all CTAs resident: the per-expert waits cannot deadlock
@@ -218,7 +247,7 @@ class DecodeKernel final : public MoeKernel {
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     void* args[] = {&p};
-    FP4MOE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, fns_[variant], args));
+    FP4MOE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, fn_, args));
   }
 
   MoeSpec spec_;
@@ -235,10 +264,11 @@ class DecodeKernel final : public MoeKernel {
   float* ws_part_ = nullptr;
   unsigned* task_ctr_ = nullptr;
   int64_t part_experts_ = 0;
-  size_t weight_bytes_ = 0, smem_[kVariants] = {};
+  size_t weight_bytes_ = 0, smem_ = 0;
   int64_t workspace_bytes_ = 0;
-  const void* fns_[kVariants] = {};
-  int grid_[kVariants] = {};
+  const void* fn_ = nullptr;
+  int grid_ = 0;
+  std::vector<Splits> splits_;  // by batch size, up to 8 tokens
 };
 
 }  // namespace

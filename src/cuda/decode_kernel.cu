@@ -1,9 +1,33 @@
 // fp4moe: the fused NVFP4 MoE decode kernel. See decode_kernel.cuh for the design and
 // decode_layout.hpp for the prepared weight layout it streams.
 #include "cuda/decode_kernel.cuh"
+#include "cuda/decode_layout.hpp"
 #include "cuda/nvfp4_device.cuh"
 
+#ifdef FP4MOE_DECODE_TRACE
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#endif
+
 namespace fp4moe::cuda {
+
+#ifdef FP4MOE_DECODE_TRACE
+// Profiling build (FP4MOE_DECODE_TRACE): globaltimer stamps per task and per CTA of the last launch.
+constexpr int kTraceTasks = 1 << 16, kTraceCtas = 4096;
+__device__ unsigned long long g_trace_task[kTraceTasks][4];  // kind | warp << 4, start, ready, end
+__device__ unsigned long long g_trace_cta[kTraceCtas][3];    // start, after the prologue, end
+__device__ int g_trace_meta[5];                              // total, nq, n1, n2, grid
+__device__ __forceinline__ unsigned long long trace_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#define FP4MOE_TRACE(...) __VA_ARGS__
+#else
+#define FP4MOE_TRACE(...)
+#endif
 
 namespace {
 
@@ -23,20 +47,37 @@ __device__ __forceinline__ __nv_bfloat162 bits_bf2(uint32_t v) { return *reinter
 
 // One prepared word (8 e2m1 codes) -> the four bf16x2 A registers of one MMA. The bit trick:
 // sign -> bit 15 and the 3 magnitude bits -> bits 8..6 make a bf16 equal to the e2m1 value
-// times 2^-126 (the two smallest codes are bf16 subnormals); one multiply by the row's block
-// scale times 2^63 then gives the weight times 2^-63 exactly, in the normal range. The MMA is
-// scale-invariant in fp32, and the epilogue scale carries the 2^63 back (decode.cu), so the
-// result is bitwise what the unscaled weights would give.
+// times 2^-126 (the two smallest codes are bf16 subnormals); the prepared layout scatters each
+// code's bits so that one rotate and one mask put them there (decode_layout.hpp, weight_bit).
+// One multiply by the row's block scale times 2^63 then gives the weight times 2^-63 exactly,
+// in the normal range. The MMA is scale-invariant in fp32, and the epilogue scale carries the
+// 2^63 back (decode.cu), so the result is bitwise what the unscaled weights would give.
 __device__ __forceinline__ void dequant_word(uint32_t w, __nv_bfloat162 s_lo, __nv_bfloat162 s_hi, uint32_t (&a)[4]) {
-  constexpr uint32_t M = 0x01C001C0u, S = 0x80008000u;
-  const uint32_t r0 = ((w << 6) & M) | ((w << 12) & S);
-  const uint32_t r1 = ((w << 2) & M) | ((w << 8) & S);
-  const uint32_t r2 = ((w >> 2) & M) | ((w << 4) & S);
-  const uint32_t r3 = ((w >> 6) & M) | (w & S);
-  a[0] = bf2_bits(__hmul2(bits_bf2(r0), s_lo));
-  a[1] = bf2_bits(__hmul2(bits_bf2(r1), s_hi));
-  a[2] = bf2_bits(__hmul2(bits_bf2(r2), s_lo));
-  a[3] = bf2_bits(__hmul2(bits_bf2(r3), s_hi));
+  a[0] = bf2_bits(__hmul2(bits_bf2(word_reg_bits(w, 0)), s_lo));
+  a[1] = bf2_bits(__hmul2(bits_bf2(word_reg_bits(w, 1)), s_hi));
+  a[2] = bf2_bits(__hmul2(bits_bf2(word_reg_bits(w, 2)), s_lo));
+  a[3] = bf2_bits(__hmul2(bits_bf2(word_reg_bits(w, 3)), s_hi));
+}
+
+#ifndef FP4MOE_DECODE_EVICT_FIRST
+#define FP4MOE_DECODE_EVICT_FIRST 0
+#endif
+// Weights are read once per call: with FP4MOE_DECODE_EVICT_FIRST they are marked evict-first
+// in L2, so they do not push out the small reused data (x, h, z).
+__device__ __forceinline__ uint64_t weight_policy() {
+  uint64_t pol = 0;
+#if FP4MOE_DECODE_EVICT_FIRST
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+#endif
+  return pol;
+}
+__device__ __forceinline__ void cp_async16_weights(void* dst, const void* src, uint64_t pol) {
+#if FP4MOE_DECODE_EVICT_FIRST
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "l"(pol));
+#else
+  (void)pol;
+  cp_async16(dst, src);
+#endif
 }
 
 __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
@@ -52,7 +93,7 @@ __device__ __forceinline__ void wait_count(const unsigned* ctr, unsigned target,
     unsigned ns = 64;
     while (ld_relaxed(ctr) < target) {
       __nanosleep(ns);
-      ns = ns < 1024 ? ns * 2 : ns;
+      ns = ns < 256 ? ns * 2 : ns;  // __nanosleep may sleep up to twice this: keep wake-ups prompt
     }
   }
   __syncwarp();
@@ -120,8 +161,9 @@ __device__ __forceinline__ void load_b(const __nv_bfloat16* row, int kk, int kva
 template <int NT, int D, bool kReadOnlyB, typename BeforeB>
 __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, const Staging& st, int lane,
                                           const __nv_bfloat16* const (&brow)[NT], int kvalid, int ntiles,
-                                          float (&acc)[2][NT][4], BeforeB before_b) {
+                                          float (&acc)[2][NT][4], BeforeB before_b, unsigned long long& t_ready) {
   static_assert(D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
+  (void)t_ready;  // stamped in the profiling build only
   const int q = lane & 3;
 #pragma unroll
   for (int t = 0; t < 2; ++t)
@@ -130,18 +172,27 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[t][nt][i] = 0.0f;
 
-  auto issue_w = [&](int c) {
-    if (c < c1) {
-      const int g = c >> 3, cg = c & 7;
-      if (cg == 0) {
-        const uint8_t* sbase = ts.s + static_cast<long long>(g) * ts.stride + lane * 16;
-        cp_async16(&st.s[((g & 1) * 2 + 0) * 32 + lane], sbase);
-        cp_async16(&st.s[((g & 1) * 2 + 1) * 32 + lane], sbase + 512);
+  // The next chunk to issue and where its weights (and, at a group start, its group's
+  // scales) are: pointers advance by the stride, so the loop does no 64-bit index math.
+  // c0 is a multiple of 8, so a chunk's ring slot and group position are compile-time
+  // constants of the unrolled loop below.
+  int next = c0;
+  const uint8_t* wsrc = ts.w + static_cast<long long>(c0) * ts.stride + lane * 16;
+  const uint8_t* ssrc = ts.s + static_cast<long long>(c0 >> 3) * ts.stride + lane * 16;
+  const uint64_t pol = weight_policy();
+  auto issue_w = [&](int slot, bool group_start) {
+    if (next < c1) {
+      if (group_start) {
+        const int gs = (next >> 3) & 1;
+        cp_async16_weights(&st.s[(gs * 2 + 0) * 32 + lane], ssrc, pol);
+        cp_async16_weights(&st.s[(gs * 2 + 1) * 32 + lane], ssrc + 512, pol);
+        ssrc += ts.stride;
       }
-      const uint8_t* wbase = ts.w + static_cast<long long>(c) * ts.stride + lane * 16;
-      cp_async16(&st.w[((c % D) * 2 + 0) * 32 + lane], wbase);
-      cp_async16(&st.w[((c % D) * 2 + 1) * 32 + lane], wbase + 512);
+      cp_async16_weights(&st.w[(slot * 2 + 0) * 32 + lane], wsrc, pol);
+      cp_async16_weights(&st.w[(slot * 2 + 1) * 32 + lane], wsrc + 512, pol);
+      wsrc += ts.stride;
     }
+    ++next;
     cp_async_commit();  // one group per chunk (empty past the end), so wait_group counts chunks
   };
   auto fetch_b = [&](int c, uint4 (&b)[NT][2]) {
@@ -152,8 +203,11 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
     }
   };
 #pragma unroll
-  for (int i = 0; i < D; ++i) issue_w(c0 + i);
+  for (int i = 0; i < D; ++i) issue_w(i, i == 0);
   before_b();
+  // Activations are loaded into registers one chunk ahead of their MMAs.
+  uint4 bnext[NT][2];
+  fetch_b(c0, bnext);
   // Unrolled by a scale group: slots and scale bytes are compile-time indexed, and the
   // compiler can overlap one chunk's loads and dequantization with the previous MMAs.
   for (int g0 = c0; g0 < c1; g0 += 8) {
@@ -162,11 +216,14 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
       const int c = g0 + u;
       if (c < c1) {
         cp_async_wait<D - 1>();
+        FP4MOE_TRACE(if (c == c0) t_ready = trace_now();)
         uint4 bv[NT][2];
-        fetch_b(c, bv);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) bv[nt][0] = bnext[nt][0], bv[nt][1] = bnext[nt][1];
+        fetch_b(c + 1, bnext);
         const uint4 w0 = st.w[((u % D) * 2 + 0) * 32 + lane];
         const uint4 w1 = st.w[((u % D) * 2 + 1) * 32 + lane];
-        issue_w(c + D);
+        issue_w((u + D) % D, (u + D) % 8 == 0);
         __nv_bfloat162 s_lo[2], s_hi[2];
 #pragma unroll
         for (int t = 0; t < 2; ++t) {
@@ -187,7 +244,7 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
           dequant_word(wv[1][m], s_lo[1], s_hi[1], a1);
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) {
-            if (nt < ntiles) {
+            if (NT == 1 || nt < ntiles) {  // a pass always has its first token tile
               const uint32_t* bw = reinterpret_cast<const uint32_t*>(&bv[nt][0]);
               mma_bf16(acc[0][nt], a0, bw[2 * m], bw[2 * m + 1]);
               mma_bf16(acc[1][nt], a1, bw[2 * m], bw[2 * m + 1]);
@@ -241,7 +298,8 @@ __device__ __forceinline__ bool reduce_splits(float (&acc)[2][NT][4], int split,
 }
 
 // One FC1 or FC2 task: (active expert a, row task w, K split) -> what it covers. Consecutive
-// warps take consecutive row tasks of one split, so they read adjacent memory. Split-K applies
+// tasks (run at the same time on consecutive CTAs) are consecutive row tasks of one split, so
+// they read adjacent memory. Split-K applies
 // only when the expert's tokens fit one pass (else split 0 does all of K, the others nothing).
 struct GemmTask {
   int a, w, split, e, cnt, off, nsplit, c0, c1;
@@ -269,6 +327,7 @@ __device__ __forceinline__ float silu(float g) { return __fdiv_rn(g, __fadd_rn(1
 template <int NT, int D>
 __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fused_decode_kernel(DecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][0] = trace_now();)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int P = p.T * p.k, E = p.E;
 
@@ -346,8 +405,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
   const int ncol = (p.H + kCombineCols - 1) / kCombineCols;
   const int total = nq + n1 + n2 + p.T * ncol;
   const int r = lane >> 2, q = lane & 3;
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][1] = trace_now();
+               if (threadIdx.x == 0 && blockIdx.x == 0) {
+                 g_trace_meta[0] = total, g_trace_meta[1] = nq, g_trace_meta[2] = n1, g_trace_meta[3] = n2;
+                 g_trace_meta[4] = gridDim.x;
+               })
 
-  for (int task = blockIdx.x * kDecodeWarps + warp; task < total; task += gridDim.x * kDecodeWarps) {
+  // Task order is CTA-major (task i of a round goes to CTA i % grid), so every SM gets an equal
+  // share of each phase's tasks; each warp still takes its tasks in increasing order.
+  for (int task = warp * gridDim.x + blockIdx.x; task < total; task += gridDim.x * kDecodeWarps) {
+    unsigned long long t_ready = 0;
+    FP4MOE_TRACE(const unsigned long long t_start = trace_now();)
     if (task < nq) {
       // ---- Q: one slot's x row quantized with its expert's FC1 input scale ----
       const int slot = task, e = R.exp_of_slot[slot];
@@ -400,8 +468,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         auto wait_q = [&] {
           if (p.w4a4 && base == 0) wait_count(&q_done[e], static_cast<unsigned>(cnt), lane);
         };
-        if (p.w4a4) task_pass<NT, D, false>(stream, c0, c1, st, lane, brow, p.Hk, ntiles, acc, wait_q);
-        else task_pass<NT, D, true>(stream, c0, c1, st, lane, brow, p.H, ntiles, acc, wait_q);
+        if (p.w4a4) task_pass<NT, D, false>(stream, c0, c1, st, lane, brow, p.Hk, ntiles, acc, wait_q, t_ready);
+        else task_pass<NT, D, true>(stream, c0, c1, st, lane, brow, p.H, ntiles, acc, wait_q, t_ready);
         if (!reduce_splits<NT>(acc, split, nsplit, p.part + (static_cast<long long>(a) * p.n1_tasks + w) * p.part_stride,
                                &p.task_ctr[static_cast<long long>(e) * p.n1_tasks + w], cnt - base, ntiles, lane)) {
           finished_splits = false;
@@ -485,7 +553,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         float acc[2][NT][4];
         task_pass<NT, D, false>(stream, c0, c1, st, lane, brow, p.Ik, ntiles, acc, [&] {
           if (base == 0) wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks), lane);
-        });
+        }, t_ready);
         if (!reduce_splits<NT>(acc, split, nsplit,
                                p.part + (static_cast<long long>(p.part_experts) * p.n1_tasks + static_cast<long long>(a) * p.n2_tasks + w) * p.part_stride,
                                &p.task_ctr[static_cast<long long>(p.E) * p.n1_tasks + static_cast<long long>(e) * p.n2_tasks + w],
@@ -520,6 +588,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         const int slot = R.slot_of_pair[t * p.k + j];
         if (slot < 0) continue;  // invalid expert id: skipped, counted in p.invalid
         wait_count(&fc2_done[R.exp_of_slot[slot]], static_cast<unsigned>(p.n2_tasks), lane);
+        FP4MOE_TRACE(t_ready = trace_now();)
         if (col < p.H) {
           const float wt = p.wts[t * p.k + j];
           const float4* zr = reinterpret_cast<const float4*>(p.z + static_cast<long long>(slot) * p.H + col);
@@ -537,6 +606,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         *reinterpret_cast<uint4*>(p.out + static_cast<long long>(t) * p.H + col) = o;
       }
     }
+    FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) {
+      const int kind = task < nq ? 0 : task < nq + n1 ? 1 : task < nq + n1 + n2 ? 2 : 3;
+      g_trace_task[task][0] = static_cast<unsigned long long>(kind) | (static_cast<unsigned long long>(blockIdx.x * kDecodeWarps + warp) << 4);
+      g_trace_task[task][1] = t_start, g_trace_task[task][2] = t_ready, g_trace_task[task][3] = trace_now();
+    })
+    (void)t_ready;
   }
 
   // ---- the last CTA out resets the counters for the next launch ----
@@ -552,16 +627,73 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
     for (int i = threadIdx.x; i < 3 * E; i += blockDim.x) p.counters[i] = 0;
     if (threadIdx.x == 0) p.counters[3 * E] = 0;
   }
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][2] = trace_now();)
 }
 
-// Only the instantiations the dispatch uses: token tiles of 8 up to 64 tokens.
-const void* fused_decode_kernel_ptr(int nt) {
-  switch (nt) {
-    case 1: return reinterpret_cast<const void*>(&fused_decode_kernel<1, decode_depth(1)>);
-    case 2: return reinterpret_cast<const void*>(&fused_decode_kernel<2, decode_depth(2)>);
-    case 4: return reinterpret_cast<const void*>(&fused_decode_kernel<4, decode_depth(4)>);
-    default: return nullptr;
+#ifdef FP4MOE_DECODE_TRACE
+void decode_trace_reset() {
+  void* p = nullptr;
+  if (cudaGetSymbolAddress(&p, g_trace_task) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_task));
+  if (cudaGetSymbolAddress(&p, g_trace_cta) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_cta));
+}
+void decode_trace_print() {
+  static unsigned long long task[kTraceTasks][4], cta[kTraceCtas][3];
+  int meta[5] = {};
+  if (cudaMemcpyFromSymbol(task, g_trace_task, sizeof(task)) != cudaSuccess ||
+      cudaMemcpyFromSymbol(cta, g_trace_cta, sizeof(cta)) != cudaSuccess ||
+      cudaMemcpyFromSymbol(meta, g_trace_meta, sizeof(meta)) != cudaSuccess) {
+    std::printf("    trace: could not read the timeline\n");
+    return;
+  }
+  const int grid = std::min(meta[4], kTraceCtas);
+  unsigned long long t0 = ~0ull, tend = 0;
+  std::vector<double> pro, ex;
+  for (int b = 0; b < grid; ++b) t0 = std::min(t0, cta[b][0]);
+  for (int b = 0; b < grid; ++b) {
+    pro.push_back((cta[b][1] - t0) * 1e-3);
+    ex.push_back((cta[b][2] - t0) * 1e-3);
+    tend = std::max(tend, cta[b][2]);
+  }
+  auto pct = [](std::vector<double> v, double q) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    return v[static_cast<size_t>(q * (v.size() - 1))];
+  };
+  double last_start = 0;
+  for (int b = 0; b < grid; ++b) last_start = std::max(last_start, (cta[b][0] - t0) * 1e-3);
+  std::printf("    trace (us from the first CTA start): grid %d, tasks %d (Q %d, FC1 %d, FC2 %d); last CTA start %.2f; "
+              "prologue end p50 %.2f max %.2f; CTA exit p50 %.2f max %.2f\n",
+              meta[4], meta[0], meta[1], meta[2], meta[3], last_start, pct(pro, 0.5), pct(pro, 1), pct(ex, 0.5), pct(ex, 1));
+  if (const char* path = std::getenv("FP4MOE_DECODE_TRACE_CSV")) {  // every task, for offline analysis
+    if (std::FILE* f = std::fopen(path, "a")) {
+      std::fprintf(f, "# launch\ntask,kind,warp,start_us,ready_us,end_us\n");
+      for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i)
+        if (task[i][3])
+          std::fprintf(f, "%d,%d,%llu,%.3f,%.3f,%.3f\n", i, static_cast<int>(task[i][0] & 15), task[i][0] >> 4,
+                       (task[i][1] - t0) * 1e-3, task[i][2] ? (task[i][2] - t0) * 1e-3 : -1.0, (task[i][3] - t0) * 1e-3);
+      std::fclose(f);
+    }
+  }
+  const char* names[4] = {"Q", "FC1", "FC2", "combine"};
+  for (int kind = 0; kind < 4; ++kind) {
+    std::vector<double> st, rd, en, dur, wait;
+    for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i) {
+      if (task[i][3] == 0 || static_cast<int>(task[i][0] & 15) != kind) continue;
+      st.push_back((task[i][1] - t0) * 1e-3);
+      en.push_back((task[i][3] - t0) * 1e-3);
+      dur.push_back((task[i][3] - task[i][1]) * 1e-3);
+      if (task[i][2]) rd.push_back((task[i][2] - t0) * 1e-3), wait.push_back((task[i][2] - task[i][1]) * 1e-3);
+    }
+    if (st.empty()) continue;
+    std::printf("    %-7s n %5zu | start p0 %7.2f p50 %7.2f p100 %7.2f | ready-start p50 %6.2f p100 %6.2f | "
+                "end p50 %7.2f p100 %7.2f | dur p50 %6.2f p100 %6.2f\n",
+                names[kind], st.size(), pct(st, 0), pct(st, 0.5), pct(st, 1), pct(wait, 0.5), pct(wait, 1), pct(en, 0.5),
+                pct(en, 1), pct(dur, 0.5), pct(dur, 1));
   }
 }
+#endif
+
+// Only the instantiation the dispatch uses.
+const void* fused_decode_kernel_ptr() { return reinterpret_cast<const void*>(&fused_decode_kernel<1, decode_depth(1)>); }
 
 }  // namespace fp4moe::cuda

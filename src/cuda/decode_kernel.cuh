@@ -53,23 +53,35 @@ struct DecodeParams {
 inline constexpr int kDecodeWarps = 4;    // warps per CTA
 inline constexpr int kCombineCols = 256;  // outputs per combine task
 
-// Token columns per pass are 8 * NT (NT in {1, 2, 4}, chosen from the batch size; an expert
-// with more tokens takes several passes). Weight chunks in flight per warp: D.
-__host__ __device__ constexpr int decode_depth(int) { return 4; }
+// Token columns per pass are 8 * NT; an expert with more tokens takes several passes. The
+// dispatch uses NT = 1 for every batch size: measured on an H200, wider passes (NT = 2, 4)
+// cost occupancy and were 1.3-1.6x slower at 16..64 tokens with random routing, where most
+// experts get a handful of tokens. Weight chunks in flight per warp: D.
+#ifndef FP4MOE_DECODE_DEPTH
+#define FP4MOE_DECODE_DEPTH 4  // a profiling build may try 8 (measured: no gain, and spills)
+#endif
+__host__ __device__ constexpr int decode_depth(int) { return FP4MOE_DECODE_DEPTH; }
 // CTAs per SM the register allocation must allow (4 warps each).
 __host__ __device__ constexpr int decode_min_blocks(int nt) { return nt == 1 ? 4 : nt == 2 ? 3 : 2; }
 // 512-byte staging pieces per warp: weights D x 2 tiles, scales 2 groups x 2 tiles.
 __host__ __device__ constexpr int decode_staging_pieces(int d) { return d * 2 + 4; }
 
 // Dynamic shared memory of one CTA for P = T * k pairs and E experts.
-inline size_t decode_smem_bytes(int nt, int P, int E) {
-  const size_t staging = static_cast<size_t>(kDecodeWarps) * decode_staging_pieces(decode_depth(nt)) * 512;
+inline size_t decode_smem_bytes(int P, int E) {
+  const size_t staging = static_cast<size_t>(kDecodeWarps) * decode_staging_pieces(decode_depth(1)) * 512;
   const size_t routing = static_cast<size_t>(P) * (2 + 2 + 4) + static_cast<size_t>(E) * 4 * 4 + 64;
   return staging + ((routing + 15) / 16) * 16;
 }
 
-// The kernel for up to 8 * nt token columns per expert and pass (nt in {1, 2, 4}), as a
-// pointer for cudaLaunchKernelExC (kernel templates stay inside decode_kernel.cu).
-const void* fused_decode_kernel_ptr(int nt);
+// The kernel the dispatch launches (NT = 1), as a pointer for cudaLaunchKernelExC (kernel
+// templates stay inside decode_kernel.cu).
+const void* fused_decode_kernel_ptr();
+
+#ifdef FP4MOE_DECODE_TRACE
+// Profiling build only: clears the timeline, and prints a per-phase summary of the last
+// launch (start / dependency ready / end of every task, relative to the first CTA's start).
+void decode_trace_reset();
+void decode_trace_print();
+#endif
 
 }  // namespace fp4moe::cuda

@@ -30,16 +30,18 @@ DecodeDims decode_dims(const MoeSpec& s) {
 namespace {
 // Location of (tile row rr, K-value kk within a chunk) in a lane slice.
 struct Slot {
-  int lane, word, nibble;
+  int lane, word, reg, half;
 };
 inline Slot slot_of(int rr, int kk) {
   const int r = rr % 8, hi_row = rr / 8;  // row r or r + 8
   const int q = kk / 16, within = kk % 16;
   const int m = within / 4, j = within % 4;  // MMA m, position j in 4m..4m+3
   const int reg = (j < 2 ? 0 : 2) + hi_row;  // A register 0..3
-  const int nibble = reg + ((j & 1) ? 4 : 0);
-  return {r * 4 + q, m, nibble};
+  return {r * 4 + q, m, reg, j & 1};
 }
+// The byte and bit of a piece that hold bit `role` of the code at s.
+inline int64_t code_byte(const Slot& s, int role) { return s.lane * 16 + s.word * 4 + weight_bit(s.reg, s.half, role) / 8; }
+inline int code_shift(const Slot& s, int role) { return weight_bit(s.reg, s.half, role) % 8; }
 }  // namespace
 
 namespace {
@@ -74,7 +76,8 @@ void prepare_expert_block(const uint8_t* packed, const uint8_t* scales, int64_t 
               const uint8_t byte = prow[col / 2];
               const uint8_t code = (col & 1) ? (byte >> 4) : (byte & 0xF);
               const Slot s = slot_of(rr, kk);
-              piece[s.lane * 16 + s.word * 4 + s.nibble / 2] |= static_cast<uint8_t>(code << ((s.nibble & 1) * 4));
+              for (int role = 0; role < 4; ++role)
+                piece[code_byte(s, role)] |= static_cast<uint8_t>(((code >> role) & 1) << code_shift(s, role));
             }
           }
         }
@@ -86,8 +89,11 @@ float decode_prepared_weight(const uint8_t* block, int64_t chunks, int64_t tasks
   const int64_t c = k / 64, cg = c % 8;
   const int kk = static_cast<int>(k % 64);
   const Slot s = slot_of(rr, kk);
-  const uint8_t byte = block[weight_piece(c, tasks, w, tile) + s.lane * 16 + s.word * 4 + s.nibble / 2];
-  const uint8_t code = (s.nibble & 1) ? (byte >> 4) : (byte & 0xF);
+  // read back the way the kernel does (word_reg_bits), so the round trip tests its bit trick
+  const uint8_t* wp = block + weight_piece(c, tasks, w, tile) + s.lane * 16 + s.word * 4;
+  const uint32_t word = wp[0] | (wp[1] << 8) | (wp[2] << 16) | (static_cast<uint32_t>(wp[3]) << 24);
+  const uint32_t bits = word_reg_bits(word, s.reg) >> (16 * s.half);
+  const uint8_t code = static_cast<uint8_t>(((bits >> 6) & 7) | ((bits >> 12) & 8));
   const uint8_t sb = block[scale_piece(chunks, c / 8, tasks, w, tile) + s.lane * 16 + cg * 2 + rr / 8];
   return e2m1_decode(code) * e4m3_decode(sb);
 }
