@@ -18,7 +18,9 @@
 //   scales [E][nt][kc][128 rows][4]: bf16x2 pairs of (e4m3 block scale * 2^110)
 // FC1 rows are reordered for SwiGLU: mma.sync path, each (gate, up) pair in adjacent rows;
 // wgmma path (sm_90a, prefill_wgmma.cuh, chosen at construction on Hopper when the loaded
-// binary is sm_90a), per 16-row block 8 gate rows then their 8 up rows.
+// binary is sm_90a), per 16-row block 8 gate rows then their 8 up rows. The wgmma path's tile
+// height (16..128 token rows, its MMA width) is picked per call from T * k / E
+// (pick_tile_rows); the mma.sync path's is 64 or 128.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -263,6 +265,13 @@ class PrefillKernel final : public MoeKernel {
       FP4MOE_CUDA_CHECK(cudaFuncGetAttributes(&fa, wgmma_gemm_kernel<64, kEpiFc2>));
       const char* force = std::getenv("FP4MOE_PREFILL_MMA");
       use_wgmma_ = prop.major == 9 && fa.binaryVersion >= 90 && !(force && std::strcmp(force, "sync") == 0);
+      // tuning knobs of the tile-height choice (pick_tile_rows): FP4MOE_PREFILL_DQ_ROWS, the
+      // dequantization cost of a tile in token rows of MMA work; FP4MOE_PREFILL_TILE_ROWS
+      // forces a height (one of kWgTileRows)
+      const char* dq = std::getenv("FP4MOE_PREFILL_DQ_ROWS");
+      if (dq) dq_rows_ = std::max(0.0, std::atof(dq));
+      const char* force_rows = std::getenv("FP4MOE_PREFILL_TILE_ROWS");
+      if (force_rows) force_rows_ = std::atoi(force_rows);
     }
 
     const int64_t E = spec.experts, H = spec.hidden, I = spec.inter, N1 = spec.n1();
@@ -329,6 +338,11 @@ class PrefillKernel final : public MoeKernel {
 
     // workspace
     const int64_t npmax = max_tokens * spec.topk;
+    // the wgmma kernel addresses its operands in 32-bit counts of 16-byte units
+    FP4MOE_CHECK_ARG(npmax * std::max<int64_t>(H, ih_) / 8 < (1LL << 32) &&
+                         static_cast<int64_t>(std::max(codes1_.bytes(), codes2_.bytes()) / 16) < (1LL << 32),
+                     "max_tokens * topk * hidden and the prepared weights", "< 2^32 16-byte units",
+                     npmax * std::max<int64_t>(H, ih_) / 8);
     meta_.alloc(static_cast<size_t>(5 * E + 3));
     sorted_.alloc(static_cast<size_t>(npmax));
     if (a4_) xq_.alloc(static_cast<size_t>((per_pair_quant_ ? npmax : max_tokens) * H));
@@ -345,15 +359,9 @@ class PrefillKernel final : public MoeKernel {
       grid = std::max(1, occ) * sms_;
     };
     if (use_wgmma_) {
-      if (swiglu) {
-        setup(wgmma_gemm_kernel<128, kEpiSwiGLU>, WgShape<128>::kSmem, grid1_[1]);
-        setup(wgmma_gemm_kernel<64, kEpiSwiGLU>, WgShape<64>::kSmem, grid1_[0]);
-      } else {
-        setup(wgmma_gemm_kernel<128, kEpiReLU2>, WgShape<128>::kSmem, grid1_[1]);
-        setup(wgmma_gemm_kernel<64, kEpiReLU2>, WgShape<64>::kSmem, grid1_[0]);
-      }
-      setup(wgmma_gemm_kernel<128, kEpiFc2>, WgShape<128>::kSmem, grid2_[1]);
-      setup(wgmma_gemm_kernel<64, kEpiFc2>, WgShape<64>::kSmem, grid2_[0]);
+      if (swiglu) setup_wg<kEpiSwiGLU>(setup, grid1w_);
+      else setup_wg<kEpiReLU2>(setup, grid1w_);
+      setup_wg<kEpiFc2>(setup, grid2w_);
     } else if (swiglu) {
       setup(grouped_gemm_kernel<128, 1, kEpiSwiGLU>, GemmShape<128, 1>::kSmem, grid1_[1]);
       setup(grouped_gemm_kernel<64, 1, kEpiSwiGLU>, GemmShape<64, 1>::kSmem, grid1_[0]);
@@ -392,7 +400,7 @@ class PrefillKernel final : public MoeKernel {
     const int T = static_cast<int>(tokens), np = T * k;
     // tile height from the average rows per expert (a host value: graph safe)
     const bool big = static_cast<int64_t>(np) >= 96LL * E;
-    const int bm = big ? 128 : 64;
+    const int bm = use_wgmma_ ? pick_tile_rows(np, E) : big ? 128 : 64;
 
     int* counts = meta_.p;
     int* cursor = counts + E;
@@ -438,10 +446,10 @@ class PrefillKernel final : public MoeKernel {
     p1.quant_out = a4_ ? 1 : 0;
     p1.h = h_.p;
     p1.h_stride = ih_;
-    const int g1 = static_cast<int>(std::min<int64_t>(grid1_[big], worst_m * nt1_));
+    const int g1 = static_cast<int>(std::min<int64_t>(use_wgmma_ ? grid1w_[wg_index(bm)] : grid1_[big], worst_m * nt1_));
     const bool swiglu = spec_.activation == Activation::SwiGLU;
-    if (swiglu) launch_gemm<kEpiSwiGLU>(big, g1, st, p1);
-    else launch_gemm<kEpiReLU2>(big, g1, st, p1);
+    if (swiglu) launch_gemm<kEpiSwiGLU>(bm, g1, st, p1);
+    else launch_gemm<kEpiReLU2>(bm, g1, st, p1);
     FP4MOE_CUDA_CHECK(cudaGetLastError());
 
     GemmParams p2{};
@@ -462,8 +470,8 @@ class PrefillKernel final : public MoeKernel {
     p2.term = term_.p;
     p2.topk_w = wts;
     p2.out_cols = H;
-    const int g2 = static_cast<int>(std::min<int64_t>(grid2_[big], worst_m * nt2_));
-    launch_gemm<kEpiFc2>(big, g2, st, p2);
+    const int g2 = static_cast<int>(std::min<int64_t>(use_wgmma_ ? grid2w_[wg_index(bm)] : grid2_[big], worst_m * nt2_));
+    launch_gemm<kEpiFc2>(bm, g2, st, p2);
     FP4MOE_CUDA_CHECK(cudaGetLastError());
 
     const int64_t nc = static_cast<int64_t>(T) * (H / 4);
@@ -476,14 +484,71 @@ class PrefillKernel final : public MoeKernel {
   // One warp row (WM = 1): each warp dequantizes its own 16 weight rows (measured faster than
   // WM = 2 on an H200 for both tile heights).
   template <int EPI>
-  void launch_gemm(bool big, int grid, cudaStream_t st, const GemmParams& p) {
+  void launch_gemm(int bm, int grid, cudaStream_t st, const GemmParams& p) {
     if (use_wgmma_) {
-      if (big) wgmma_gemm_kernel<128, EPI><<<grid, kThreads, WgShape<128>::kSmem, st>>>(p);
-      else wgmma_gemm_kernel<64, EPI><<<grid, kThreads, WgShape<64>::kSmem, st>>>(p);
+      launch_wg<EPI>(bm, grid, st, p);
       return;
     }
-    if (big) grouped_gemm_kernel<128, 1, EPI><<<grid, kThreads, GemmShape<128, 1>::kSmem, st>>>(p);
+    if (bm == 128) grouped_gemm_kernel<128, 1, EPI><<<grid, kThreads, GemmShape<128, 1>::kSmem, st>>>(p);
     else grouped_gemm_kernel<64, 1, EPI><<<grid, kThreads, GemmShape<64, 1>::kSmem, st>>>(p);
+  }
+  template <int EPI, int I = 0>
+  static void launch_wg(int bm, int grid, cudaStream_t st, const GemmParams& p) {
+    if constexpr (I < kWgTileCount) {
+      constexpr int BM = kWgTileRows[I];
+      if (bm == BM) wgmma_gemm_kernel<BM, EPI><<<grid, kThreads, WgShape<BM>::kSmem, st>>>(p);
+      else launch_wg<EPI, I + 1>(bm, grid, st, p);
+    }
+  }
+  template <int EPI, int I = 0, typename Setup>
+  static void setup_wg(const Setup& setup, int (&grids)[kWgTileCount]) {
+    if constexpr (I < kWgTileCount) {
+      constexpr int BM = kWgTileRows[I];
+      setup(wgmma_gemm_kernel<BM, EPI>, WgShape<BM>::kSmem, grids[I]);
+      setup_wg<EPI, I + 1>(setup, grids);
+    }
+  }
+  static int wg_index(int bm) {
+    for (int i = 0; i < kWgTileCount; ++i)
+      if (kWgTileRows[i] == bm) return i;
+    return kWgTileCount - 1;
+  }
+
+  // The wgmma tile height (= its MMA width) from the average routed rows per expert a = np / E
+  // (a host value: graph safe). From 100 rows on average the tallest tile: dequantization per
+  // MMA row is least there (an H200 sweep of every preset at M = 4096 and 16384: 128 beat
+  // every lower height by 5% to 40%). Below, with c ~ Poisson(a) rows on an expert (random
+  // routing), a height N costs E[ceil(c / N)] tiles of max(N, dq_rows_) + N / 4 row-units
+  // each: every tile dequantizes the expert's weights once (dq_rows_, in rows of MMA work,
+  // overlapping the MMA), and its MMA work is N rows whatever its fill. (The same sweep at
+  // M = 1024: this picks the fastest height, 80 for a = 64, 64 for a = 48, 48 for a = 32.)
+  int pick_tile_rows(int64_t np, int64_t E) const {
+    if (force_rows_ > 0) {
+      for (int i = 0; i < kWgTileCount; ++i)
+        if (kWgTileRows[i] == force_rows_) return force_rows_;
+    }
+    const double a = static_cast<double>(np) / static_cast<double>(E);
+    if (a >= 100.0) return 128;
+    const int cmax = static_cast<int>(a + 12.0 * std::sqrt(a) + 16.0);
+    std::vector<double> pmf(static_cast<size_t>(cmax) + 1);
+    double lp = -a;  // log P(c = 0)
+    for (int c = 0; c <= cmax; ++c) {
+      if (c > 0) lp += std::log(a) - std::log(static_cast<double>(c));
+      pmf[static_cast<size_t>(c)] = std::exp(lp);
+    }
+    int best = 128;
+    double best_cost = 1e300;
+    for (int i = kWgTileCount - 1; i >= 0; --i) {
+      const int n = kWgTileRows[i];
+      double tiles = 0.0;
+      for (int c = 1; c <= cmax; ++c) tiles += pmf[static_cast<size_t>(c)] * ((c + n - 1) / n);
+      const double cost = tiles * (std::max(static_cast<double>(n), dq_rows_) + 0.25 * n);
+      if (cost < best_cost * 0.999) {
+        best_cost = cost;
+        best = n;
+      }
+    }
+    return best;
   }
 
   void prepare(const TensorView& codes, const TensorView& scales, WeightsOn where, const std::vector<int>& map,
@@ -519,6 +584,9 @@ class PrefillKernel final : public MoeKernel {
   int64_t ih_ = 0;
   int nt1_ = 0, kc1_ = 0, nt2_ = 0, kc2_ = 0;
   int grid1_[2] = {0, 0}, grid2_[2] = {0, 0};
+  int grid1w_[kWgTileCount] = {}, grid2w_[kWgTileCount] = {};
+  double dq_rows_ = 64.0;
+  int force_rows_ = 0;
   DevArray<uint8_t> codes1_, codes2_;
   DevArray<uint32_t> scales1_, scales2_;
   DevArray<float> gs1_, gs2_, a2s_, a13s_;

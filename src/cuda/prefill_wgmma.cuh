@@ -7,6 +7,12 @@
 // positions of the wgmma A fragment (which is the mma.sync m16n8k16 A fragment per warp).
 // SwiGLU rows are ordered per 16-row block as 8 gate rows then the 8 matching up rows, so a
 // thread holds (gate, up) of one intermediate index in its accumulator pair (c, c + 2).
+// The tile height (token rows per tile) is the wgmma N, a template parameter: the kernel is
+// compiled for the heights of kWgTileRows and the host picks one per call from the average rows
+// per expert, so small batches do not pay 64 or 128 rows of MMA work for 30 tokens. One width
+// per kernel on purpose: a kernel holding two wgmma widths gets every wgmma serialized by ptxas
+// (C7511 / C7512). Operands are addressed as 32-bit counts of 16-byte units (the host checks
+// they fit), which keeps the per-stage address work to a multiply-add per load.
 // Compiled only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere the kernel body is empty and
 // the host never selects it (it checks the loaded binary's version).
 #pragma once
@@ -40,55 +46,190 @@ __device__ __forceinline__ uint64_t smem_desc_sw128(uint32_t saddr) {
   return d;
 }
 
-__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t desc) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-      "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-}
-__device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t desc) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-      "{"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+// wgmma m64nNk16, A (bf16 weights) from registers, B (tokens) from shared memory, fp32 accumulators
+// d[0, N/2) (the accumulator layout of a narrower N is the prefix of a wider one's).
+template <int N, int NA>
+__device__ __forceinline__ void wgmma_rs(float (&d)[NA], const uint32_t (&a)[4], uint64_t desc) {
+  static_assert(N % 8 == 0 && N >= 8 && N / 2 <= NA, "wgmma N");
+  if constexpr (N == 8) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 16) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 24) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %17, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n24k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11}, {%12, %13, %14, %15}, %16, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 32) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 40) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n40k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19}, {%20, %21, %22, %23}, %24, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 48) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, %28, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 56) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %33, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n56k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27}, {%28, %29, %30, %31}, %32, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 64) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 72) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n72k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35}, {%36, %37, %38, %39}, %40, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 80) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %45, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39}, {%40, %41, %42, %43}, %44, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 88) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %49, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n88k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43}, {%44, %45, %46, %47}, %48, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 96) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %53, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, {%48, %49, %50, %51}, %52, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 104) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %57, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n104k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51}, {%52, %53, %54, %55}, %56, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 112) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %61, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n112k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55}, {%56, %57, %58, %59}, %60, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 120) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %65, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n120k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59}, {%60, %61, %62, %63}, %64, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  } else if constexpr (N == 128) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  }
 }
 
-template <int N>
-__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc) {
-  if constexpr (N == 64) wgmma_m64n64k16_rs(d, a, desc);
-  else wgmma_m64n128k16_rs(d, a, desc);
-}
 #endif  // FP4MOE_PREFILL_WGMMA
+
+// cp.async of 16 bytes to a shared-memory address (a 32-bit shared-window address)
+__device__ __forceinline__ void cp_async16_s(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+
+// Pins a register value at this point of the program (CUTLASS's warpgroup_fence_operand): the
+// compiler may neither sink the code that computes it past, nor hoist uses of it above, the
+// wgmma instructions that read or write it asynchronously. Without it ptxas may interleave the
+// dequantization with the wgmmas, reuse the A-fragment registers and serialize every wgmma.
+__device__ __forceinline__ void fence_operand(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
+__device__ __forceinline__ uint32_t opaque(uint32_t v) {
+  uint32_t r;
+  asm volatile("mov.b32 %0, %1;" : "=r"(r) : "r"(v));
+  return r;
+}
+
+// A fragment of one k16 step from the thread's two code words (rows g, g + 8) and scales.
+__device__ __forceinline__ void dequant_frag(uint32_t (&af)[4], int kb, uint32_t x0, uint32_t x1, uint32_t c0,
+                                             uint32_t c1) {
+  if (kb & 1) {
+    af[0] = fp4x2_to_bf16x2<2>(x0, c0);
+    af[1] = fp4x2_to_bf16x2<2>(x1, c1);
+    af[2] = fp4x2_to_bf16x2<3>(x0, c0);
+    af[3] = fp4x2_to_bf16x2<3>(x1, c1);
+  } else {
+    af[0] = fp4x2_to_bf16x2<0>(x0, c0);
+    af[1] = fp4x2_to_bf16x2<0>(x1, c1);
+    af[2] = fp4x2_to_bf16x2<1>(x0, c0);
+    af[3] = fp4x2_to_bf16x2<1>(x1, c1);
+  }
+}
+
+// The tile heights (token rows per tile = the wgmma N) the kernel is compiled for; the host
+// picks one per call from the average routed rows per expert (prefill.cu, pick_tile_rows).
+constexpr int kWgTileRows[] = {16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128};
+constexpr int kWgTileCount = sizeof(kWgTileRows) / sizeof(kWgTileRows[0]);
 
 template <int BM>
 struct WgShape {
-  static constexpr int kStages = 4;
-  static constexpr int kDist = kStages - 2;  // prefetch distance: the previous stage's wgmma group may still run
-  static constexpr int kBTile = BM * 128;    // token rows x 64 K, bf16, 128-byte swizzle
+  // CTAs per SM the register budget is set for: the accumulators take BM / 2 registers
+  // (on an H200 this beat 3 / 2 CTAs per SM with one wgmma group per k16 step by 3-7% on the
+  // short tiles and was within 1% on 128)
+  static constexpr int kMinBlocks = BM <= 32 ? 4 : BM <= 64 ? 3 : 2;
+  static constexpr int kBTile = BM * 128;  // token rows x 64 K, bf16, 128-byte swizzle
   static constexpr int kStage = kBTile + kBN * 32 + kBN * 16;
+  // as many pipeline stages (3..6) as fit kMinBlocks CTAs in an SM's 228 KB (1 KB reserved per
+  // CTA, 1 KB alignment slack, s_pair and s_w, 1 KB margin)
+  static constexpr int kFit = (233472 / kMinBlocks - 3072 - BM * 8) / kStage;
+  static constexpr int kStages = kFit < 3 ? 3 : kFit > 6 ? 6 : kFit;
+  // prefetch distance: the wgmma group of the previous k-stage may still read its stage
+  static constexpr int kDist = kStages - 2;
   static constexpr int kSmem = 1024 + kStages * kStage + BM * 8;  // + alignment slack, s_pair, s_w
+  static_assert(BM % 8 == 0 && BM >= 8 && BM <= 128, "tile rows");
   static_assert(kStage % 1024 == 0, "stage alignment");
   static_assert(BM * (kBN + 8) * 2 <= kStages * kStage, "epilogue tile");
 };
 
 template <int BM, int EPI>
-__global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) wgmma_gemm_kernel(const GemmParams p) {
+__global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_kernel(const GemmParams p) {
 #ifdef FP4MOE_PREFILL_WGMMA
   using S = WgShape<BM>;
-  constexpr int AR = BM / 32;  // token rows per thread per stage
-  constexpr int NA = BM / 2;   // accumulators per thread
+  constexpr int AR = (BM + 31) / 32;  // token rows per thread per stage (thread t: rows t / 8 + 32 i)
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
   int* s_pair = reinterpret_cast<int*>(smem + S::kStages * S::kStage);
@@ -116,44 +257,44 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) wgmma_gemm_kernel(
       s_pair[tid] = pr;
       s_w[tid] = pr >= 0 ? p.topk_w[pr] : 0.0f;
     }
-    int a_row[AR];
+    // Per tile, once: each thread's source rows as 16-byte-unit offsets from p.a (its column
+    // chunk included), so a stage's loads are an add and a wide multiply-add each. Rows in
+    // [rows, BM) load the tile's first row again: the wgmma columns they feed are never
+    // stored, and the columns of a product are independent. (K past a_cols is zero-filled for
+    // every row: those products do reach stored columns.)
+    const int chunk = tid & 7;
+    uint32_t a_off[AR];
 #pragma unroll
     for (int i = 0; i < AR; ++i) {
       const int r = (tid >> 3) + 32 * i;
-      a_row[i] = -1;
-      if (r < rows) {
-        const int slot = row0 + r;
-        if (p.a_row_mode == 2) a_row[i] = slot;
-        else {
-          const int pr = p.sorted_pair[slot];
-          a_row[i] = p.a_row_mode == 0 ? pr / p.topk : pr;
-        }
+      const int slot = row0 + (r < rows ? r : 0);
+      int src_row = slot;
+      if (p.a_row_mode != 2) {
+        const int pr = p.sorted_pair[slot];
+        src_row = p.a_row_mode == 0 ? pr / p.topk : pr;
       }
+      a_off[i] = static_cast<uint32_t>(src_row) * static_cast<uint32_t>(p.a_stride / 8) + chunk;
     }
-    const size_t wblock = (static_cast<size_t>(e) * p.nt + ntile) * p.kc;
+    const uint4* a_base = reinterpret_cast<const uint4*>(p.a);
+    const uint32_t wblock = (static_cast<uint32_t>(e) * p.nt + ntile) * p.kc;
+    const uint4* w_base = reinterpret_cast<const uint4*>(p.w_codes);
+    const uint4* s_base = reinterpret_cast<const uint4*>(p.w_scales);
+    // opaque copies: kept in registers across the k-loop (the compiler otherwise recomputes the
+    // shared window base and the thread index in every stage)
+    const uint32_t a_dst = opaque(smem_addr(smem) + (tid >> 3) * 128 + ((chunk ^ ((tid >> 3) & 7)) << 4));
+    const uint32_t w_dst = opaque(smem_addr(smem) + S::kBTile + tid * 16);
 
     auto load_stage = [&](int stage, int kc) {
-      uint8_t* sa = smem + stage * S::kStage;
-      const int chunk = tid & 7;
-      const int kcol = kc * kBK + chunk * 8;
+      const uint32_t so = stage * S::kStage;
+      const int sz = kc * kBK + chunk * 8 < p.a_cols ? 16 : 0;  // past K: zero-fill
 #pragma unroll
-      for (int i = 0; i < AR; ++i) {
-        const int r = (tid >> 3) + 32 * i;
-        const bool ok = a_row[i] >= 0 && kcol < p.a_cols;
-        const __nv_bfloat16* src = ok ? p.a + static_cast<int64_t>(a_row[i]) * p.a_stride + kcol : p.a;
-        cp_async16(sa + r * 128 + ((chunk ^ (r & 7)) << 4), src, ok ? 16 : 0);
-      }
-      const uint8_t* wc = p.w_codes + (wblock + kc) * (kBN * 32);
-      cp_async16(sa + S::kBTile + tid * 16, wc + tid * 16, 16);
-      if (tid < kBN) {
-        const uint8_t* ws = reinterpret_cast<const uint8_t*>(p.w_scales) + (wblock + kc) * (kBN * 16);
-        cp_async16(sa + S::kBTile + kBN * 32 + tid * 16, ws + tid * 16, 16);
-      }
+      for (int i = 0; i < AR; ++i)
+        if (i < BM / 32 || tid < (BM % 32) * 8)  // the last, partial pass: its first rows
+          cp_async16_s(a_dst + so + i * 32 * 128, a_base + (a_off[i] + kc * (kBK / 8)), sz);
+      const uint32_t kb = wblock + kc;  // 16-byte units: codes 256, scales 128 per k-block
+      cp_async16_s(w_dst + so, w_base + (kb * (kBN * 2) + tid), 16);
+      if (tid < kBN) cp_async16_s(w_dst + so + kBN * 32, s_base + (kb * kBN + tid), 16);
     };
-
-    float acc[NA];
-#pragma unroll
-    for (int i = 0; i < NA; ++i) acc[i] = 0.0f;
 
     const int KC = p.kc;
 #pragma unroll
@@ -161,85 +302,93 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) wgmma_gemm_kernel(
       if (s < KC) load_stage(s, s);
       cp_async_commit();
     }
-    // One k-stage: the previous stage's wgmma group runs on while this stage waits for its
-    // data, issues the next loads and reads its codes; it is retired just before the A
-    // fragment registers are rewritten (wgmma reads them asynchronously).
-    for (int kc = 0; kc < KC; ++kc) {
-      cp_async_wait<S::kDist - 1>();
-      fence_proxy_async_smem();
-      __syncthreads();  // stage kc landed for all; every group that read stage kc - 2 has retired
-      {
-        const int nk = kc + S::kDist;
-        if (nk < KC) load_stage(nk % S::kStages, nk);
-        cp_async_commit();
-      }
-      const uint8_t* sa = smem + (kc % S::kStages) * S::kStage;
-      const uint8_t* sb = sa + S::kBTile;
-      const uint8_t* ss = sb + kBN * 32;
-      const uint2 w0 = *reinterpret_cast<const uint2*>(sb + nrow * 32 + q * 8);
-      const uint2 w1 = *reinterpret_cast<const uint2*>(sb + (nrow + 8) * 32 + q * 8);
-      const uint4 s0 = *reinterpret_cast<const uint4*>(ss + nrow * 16);
-      const uint4 s1 = *reinterpret_cast<const uint4*>(ss + (nrow + 8) * 16);
-      wgmma_wait<0>();
-      uint32_t af[4][4];
-#pragma unroll
-      for (int kb = 0; kb < 4; ++kb) {
-        const uint32_t x0 = kb < 2 ? w0.x : w0.y, x1 = kb < 2 ? w1.x : w1.y;
-        const uint32_t c0 = kb == 0 ? s0.x : kb == 1 ? s0.y : kb == 2 ? s0.z : s0.w;
-        const uint32_t c1 = kb == 0 ? s1.x : kb == 1 ? s1.y : kb == 2 ? s1.z : s1.w;
-        if (kb & 1) {
-          af[kb][0] = fp4x2_to_bf16x2<2>(x0, c0);
-          af[kb][1] = fp4x2_to_bf16x2<2>(x1, c1);
-          af[kb][2] = fp4x2_to_bf16x2<3>(x0, c0);
-          af[kb][3] = fp4x2_to_bf16x2<3>(x1, c1);
-        } else {
-          af[kb][0] = fp4x2_to_bf16x2<0>(x0, c0);
-          af[kb][1] = fp4x2_to_bf16x2<0>(x1, c1);
-          af[kb][2] = fp4x2_to_bf16x2<1>(x0, c0);
-          af[kb][3] = fp4x2_to_bf16x2<1>(x1, c1);
-        }
-      }
-      wgmma_fence();
-      const uint32_t sbase = smem_addr(sa);
-#pragma unroll
-      for (int kb = 0; kb < 4; ++kb) wgmma_rs<BM>(acc, af[kb], smem_desc_sw128(sbase + kb * 32));
-      wgmma_commit();
-    }
-    wgmma_wait<0>();
-    cp_async_wait<0>();
-    __syncthreads();  // the pipeline buffers become the epilogue tile
-
+    // One k-stage (64 K): wait for its data, issue the loads kDist stages ahead, read the codes,
+    // retire the previous stage's wgmma group (it reads the A-fragment registers), dequantize,
+    // issue four wgmmas as one group. One wgmma width per kernel: ptxas serializes every
+    // wgmma of a kernel that holds two widths (C7511/C7512, register resources).
+    const uint64_t desc0 = smem_desc_sw128(smem_addr(smem));
     const float gsc = p.gscale[e];
-    if constexpr (EPI == kEpiFc2) {
+    {
+      constexpr int N = BM;
+      float acc[N / 2];
 #pragma unroll
-      for (int j = 0; j < BM / 8; ++j)
+      for (int i = 0; i < N / 2; ++i) acc[i] = 0.0f;
+      uint32_t af[4][4];
+      int stage = 0, wstage = S::kDist;  // kc % kStages, (kc + kDist) % kStages
+      for (int kc = 0; kc < KC; ++kc) {
+        cp_async_wait<S::kDist - 1>();
+        fence_proxy_async_smem();
+        __syncthreads();  // stage kc landed for all; every group that read stage kc - 2 has retired
+        if (kc + S::kDist < KC) load_stage(wstage, kc + S::kDist);
+        cp_async_commit();
+        const uint8_t* sb = smem + stage * S::kStage + S::kBTile;
+        const uint8_t* ss = sb + kBN * 32;
+        const uint2 w0 = *reinterpret_cast<const uint2*>(sb + nrow * 32 + q * 8);
+        const uint2 w1 = *reinterpret_cast<const uint2*>(sb + (nrow + 8) * 32 + q * 8);
+        const uint4 s0 = *reinterpret_cast<const uint4*>(ss + nrow * 16);
+        const uint4 s1 = *reinterpret_cast<const uint4*>(ss + (nrow + 8) * 16);
+        // the descriptor's start address field is addr >> 4 (14 bits; no carry out of it:
+        // shared addresses stay below 2^18)
+        const uint64_t desc = desc0 + static_cast<uint32_t>((stage * S::kStage) >> 4);
+        wgmma_wait<0>();
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int tok = 8 * j + 2 * q + (c & 1);
-          const int col = ntile * kBN + nrow + (c >> 1) * 8;
-          if (tok < rows && col < p.out_cols)
-            p.term[static_cast<int64_t>(s_pair[tok]) * p.out_cols + col] = s_w[tok] * (acc[j * 4 + c] * gsc);
+        for (int kb = 0; kb < 4; ++kb) {
+          const uint32_t x0 = kb < 2 ? w0.x : w0.y, x1 = kb < 2 ? w1.x : w1.y;
+          const uint32_t c0 = kb == 0 ? s0.x : kb == 1 ? s0.y : kb == 2 ? s0.z : s0.w;
+          const uint32_t c1 = kb == 0 ? s1.x : kb == 1 ? s1.y : kb == 2 ? s1.z : s1.w;
+          dequant_frag(af[kb], kb, x0, x1, c0, c1);
         }
-    } else {
+#pragma unroll
+        for (int kb = 0; kb < 4; ++kb)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) fence_operand(af[kb][i]);
+        wgmma_fence();
+#pragma unroll
+        for (int kb = 0; kb < 4; ++kb) wgmma_rs<N>(acc, af[kb], desc + kb * 2);
+        wgmma_commit();
+        stage = stage + 1 == S::kStages ? 0 : stage + 1;
+        wstage = wstage + 1 == S::kStages ? 0 : wstage + 1;
+      }
+      wgmma_wait<0>();
+      cp_async_wait<0>();
+      __syncthreads();  // the pipeline buffers become the epilogue tile
+
+      if constexpr (EPI == kEpiFc2) {
+#pragma unroll
+        for (int j = 0; j < N / 8; ++j)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const int tok = 8 * j + 2 * q + (c & 1);
+            const int col = ntile * kBN + nrow + (c >> 1) * 8;
+            if (tok < rows && col < p.out_cols)
+              p.term[static_cast<int64_t>(s_pair[tok]) * p.out_cols + col] = s_w[tok] * (acc[j * 4 + c] * gsc);
+          }
+      } else {
+        constexpr int HC = EPI == kEpiSwiGLU ? kBN / 2 : kBN;
+        constexpr int HS = HC + 8;
+        __nv_bfloat16* hs = reinterpret_cast<__nv_bfloat16*>(smem);
+#pragma unroll
+        for (int j = 0; j < N / 8; ++j)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int tok = 8 * j + 2 * q + c;
+            if constexpr (EPI == kEpiSwiGLU) {
+              const float y0 = acc[j * 4 + c] * gsc, y1 = acc[j * 4 + 2 + c] * gsc;  // gate, up
+              const float hv = (y0 / (1.0f + expf(-y0))) * y1;
+              hs[tok * HS + (wg * 32 + w4 * 8 + g)] = __float2bfloat16_rn(hv);
+            } else {
+              const float y0 = acc[j * 4 + c] * gsc, y1 = acc[j * 4 + 2 + c] * gsc;
+              const float r0 = y0 > 0.0f ? y0 : 0.0f, r1 = y1 > 0.0f ? y1 : 0.0f;
+              hs[tok * HS + nrow] = __float2bfloat16_rn(r0 * r0);
+              hs[tok * HS + nrow + 8] = __float2bfloat16_rn(r1 * r1);
+            }
+          }
+      }
+    }
+    if constexpr (EPI != kEpiFc2) {
       constexpr int HC = EPI == kEpiSwiGLU ? kBN / 2 : kBN;
       constexpr int HS = HC + 8;
       __nv_bfloat16* hs = reinterpret_cast<__nv_bfloat16*>(smem);
-#pragma unroll
-      for (int j = 0; j < BM / 8; ++j)
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const int tok = 8 * j + 2 * q + c;
-          if constexpr (EPI == kEpiSwiGLU) {
-            const float y0 = acc[j * 4 + c] * gsc, y1 = acc[j * 4 + 2 + c] * gsc;  // gate, up
-            const float hv = (y0 / (1.0f + expf(-y0))) * y1;
-            hs[tok * HS + (wg * 32 + w4 * 8 + g)] = __float2bfloat16_rn(hv);
-          } else {
-            const float y0 = acc[j * 4 + c] * gsc, y1 = acc[j * 4 + 2 + c] * gsc;
-            const float r0 = y0 > 0.0f ? y0 : 0.0f, r1 = y1 > 0.0f ? y1 : 0.0f;
-            hs[tok * HS + nrow] = __float2bfloat16_rn(r0 * r0);
-            hs[tok * HS + nrow + 8] = __float2bfloat16_rn(r1 * r1);
-          }
-        }
       __syncthreads();
       const float a2 = p.a2_scale ? p.a2_scale[e] : 1.0f;
       constexpr int SEG = HC / 16;
