@@ -170,8 +170,7 @@ class DecodeKernel final : public MoeKernel {
   }
 
  private:
-  static constexpr int kMaxSplit = 4;
-  static constexpr int64_t kPartStride = kMaxSplit * 8 * 32;  // [split][token column < 8][32 rows]
+  static constexpr int64_t kPartStride = kMaxSplitK * 8 * 32;  // [split][token column < 8][32 rows]
 
   // K splits for FC1 and FC2 when there are few row tasks (batches of <= 8 tokens), so that
   // every warp streams weights. A model of the schedule in units of one chunk per warp: tasks
@@ -190,10 +189,10 @@ class DecodeKernel final : public MoeKernel {
     Splits best{1, static_cast<int>(dims_.chunks1), 1, static_cast<int>(dims_.chunks2)};
     if (T > 8 || act > part_experts_) return best;
     int64_t best_cost = -1;
-    for (int64_t s1 = 1; s1 <= kMaxSplit; ++s1) {
+    for (int64_t s1 = 1; s1 <= kMaxSplitK; ++s1) {
       const int64_t c1 = s1 == 1 ? dims_.chunks1 : chunks_per_split(dims_.chunks1, s1);
       if ((dims_.chunks1 + c1 - 1) / c1 != s1) continue;
-      for (int64_t s2 = 1; s2 <= kMaxSplit; ++s2) {
+      for (int64_t s2 = 1; s2 <= kMaxSplitK; ++s2) {
         const int64_t c2 = s2 == 1 ? dims_.chunks2 : chunks_per_split(dims_.chunks2, s2);
         if ((dims_.chunks2 + c2 - 1) / c2 != s2) continue;
         const int64_t n1 = tasks1 * s1, n2 = tasks2 * s2;

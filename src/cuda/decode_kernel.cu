@@ -59,31 +59,35 @@ __device__ __forceinline__ void dequant_word(uint32_t w, __nv_bfloat162 s_lo, __
   a[3] = bf2_bits(__hmul2(bits_bf2(word_reg_bits(w, 3)), s_hi));
 }
 
-#ifndef FP4MOE_DECODE_EVICT_FIRST
-#define FP4MOE_DECODE_EVICT_FIRST 0
-#endif
-// Weights are read once per call: with FP4MOE_DECODE_EVICT_FIRST they are marked evict-first
-// in L2, so they do not push out the small reused data (x, h, z).
+// Weights are read once per call: they are marked evict-first in L2, so they do not push out
+// the small reused data (x, h, z, partial sums). Measured on an H200: 5% faster at 8..64 tokens.
 __device__ __forceinline__ uint64_t weight_policy() {
-  uint64_t pol = 0;
-#if FP4MOE_DECODE_EVICT_FIRST
+  uint64_t pol;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
-#endif
   return pol;
 }
 __device__ __forceinline__ void cp_async16_weights(void* dst, const void* src, uint64_t pol) {
-#if FP4MOE_DECODE_EVICT_FIRST
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "l"(pol));
-#else
-  (void)pol;
-  cp_async16(dst, src);
-#endif
 }
 
 __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
   unsigned v;
   asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
   return v;
+}
+// Waits until every lane's *ctr >= target (lanes with ctr == nullptr do not wait): the lanes
+// poll in parallel with relaxed loads and a growing back-off, each acquires its counter, and
+// the warp barrier then orders the data reads of every lane after all of them.
+__device__ __forceinline__ void wait_counts(const unsigned* ctr, unsigned target) {
+  if (ctr != nullptr) {
+    unsigned ns = 32;
+    while (ld_relaxed(ctr) < target) {
+      __nanosleep(ns);
+      ns = ns < 256 ? ns * 2 : ns;
+    }
+    (void)ld_acquire(ctr);
+  }
+  __syncwarp();
 }
 // Waits until *ctr >= target. One lane polls with relaxed loads and a growing back-off (an
 // acquire per poll would invalidate L1 and load L2 for every waiting warp); then every lane
@@ -288,10 +292,16 @@ __device__ __forceinline__ bool reduce_splits(float (&acc)[2][NT][4], int split,
   if (old != static_cast<unsigned>(nsplit - 1)) return false;
   if (lane == 0) *ctr = 0;  // every split has arrived: ready for the next launch
   __threadfence();
+  // all partials are loaded first (independent loads in flight together: one L2 round trip,
+  // not one per split and accumulator), then added in split order
   for_each([&](float& v, int j, int row) {
+    float part_v[kMaxSplitK];
+#pragma unroll
+    for (int s = 0; s < kMaxSplitK; ++s) part_v[s] = (s < nsplit && s != split) ? __ldcg(at(s, j, row)) : v;
     float sum = 0.0f;
-#pragma unroll 1
-    for (int s = 0; s < nsplit; ++s) sum = __fadd_rn(sum, s == split ? v : __ldcg(at(s, j, row)));
+#pragma unroll
+    for (int s = 0; s < kMaxSplitK; ++s)
+      if (s < nsplit) sum = __fadd_rn(sum, part_v[s]);
     v = sum;
   });
   return true;
@@ -584,18 +594,36 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       const int idx = task - nq - n1 - n2, t = idx / ncol, cc = idx % ncol;
       const int col = cc * kCombineCols + lane * 8;
       float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int j = 0; j < p.k; ++j) {
-        const int slot = R.slot_of_pair[t * p.k + j];
-        if (slot < 0) continue;  // invalid expert id: skipped, counted in p.invalid
-        wait_count(&fc2_done[R.exp_of_slot[slot]], static_cast<unsigned>(p.n2_tasks), lane);
-        FP4MOE_TRACE(t_ready = trace_now();)
-        if (col < p.H) {
-          const float wt = p.wts[t * p.k + j];
-          const float4* zr = reinterpret_cast<const float4*>(p.z + static_cast<long long>(slot) * p.H + col);
-          const float4 z0 = zr[0], z1 = zr[1];
-          const float zv[8] = {z0.x, z0.y, z0.z, z0.w, z1.x, z1.y, z1.z, z1.w};
+      {
+        // lane j waits for pair j's expert (top-k <= 32): all k waits at once
+        const int slot = lane < p.k ? R.slot_of_pair[t * p.k + lane] : -1;  // -1: invalid id, skipped
+        wait_counts(slot >= 0 ? &fc2_done[R.exp_of_slot[slot]] : nullptr, static_cast<unsigned>(p.n2_tasks));
+      }
+      FP4MOE_TRACE(t_ready = trace_now();)
+      // z rows four pairs at a time (their loads in flight together), added in pair order
+      for (int j0 = 0; j0 < p.k; j0 += 4) {
+        float4 zv[4][2];
+        float wt[4];
 #pragma unroll
-          for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(wt, zv[i]));
+        for (int u = 0; u < 4; ++u) {
+          const int j = j0 + u;
+          const int slot = j < p.k ? R.slot_of_pair[t * p.k + j] : -1;
+          wt[u] = 0.0f;
+          zv[u][0] = zv[u][1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          if (slot >= 0 && col < p.H) {
+            wt[u] = p.wts[t * p.k + j];
+            const float4* zr = reinterpret_cast<const float4*>(p.z + static_cast<long long>(slot) * p.H + col);
+            zv[u][0] = zr[0], zv[u][1] = zr[1];
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int j = j0 + u;
+          if (j >= p.k || R.slot_of_pair[t * p.k + j] < 0) continue;
+          const float z8[8] = {zv[u][0].x, zv[u][0].y, zv[u][0].z, zv[u][0].w,
+                               zv[u][1].x, zv[u][1].y, zv[u][1].z, zv[u][1].w};
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(wt[u], z8[i]));
         }
       }
       if (col < p.H) {

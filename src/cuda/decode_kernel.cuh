@@ -57,10 +57,10 @@ inline constexpr int kCombineCols = 256;  // outputs per combine task
 // dispatch uses NT = 1 for every batch size: measured on an H200, wider passes (NT = 2, 4)
 // cost occupancy and were 1.3-1.6x slower at 16..64 tokens with random routing, where most
 // experts get a handful of tokens. Weight chunks in flight per warp: D.
-#ifndef FP4MOE_DECODE_DEPTH
-#define FP4MOE_DECODE_DEPTH 4  // a profiling build may try 8 (measured: no gain, and spills)
-#endif
-__host__ __device__ constexpr int decode_depth(int) { return FP4MOE_DECODE_DEPTH; }
+// (D = 8 was measured on an H200: no faster.)
+__host__ __device__ constexpr int decode_depth(int) { return 4; }
+// K splits at most (split-K serves batches of <= 8 tokens).
+inline constexpr int kMaxSplitK = 4;
 // CTAs per SM the register allocation must allow (4 warps each).
 __host__ __device__ constexpr int decode_min_blocks(int nt) { return nt == 1 ? 4 : nt == 2 ? 3 : 2; }
 // 512-byte staging pieces per warp: weights D x 2 tiles, scales 2 groups x 2 tiles.
