@@ -240,11 +240,11 @@ class ScopedEnv {
 // Every tile height the wgmma dispatch can pick (kWgTileRows in src/cuda/prefill_wgmma.cuh; keep
 // in step), each forced through FP4MOE_PREFILL_TILE_ROWS (read once, at construction), against
 // the reference: both modes, both activations, W4A4 with a per-expert a13_scale (per-pair
-// quantization) and with a shared one. E = 4, k = 2: M = 643 gives ~320 rows per expert (2-3
-// tiles of 128, ~20 of 16, the last one partial), M = 37 ~18 (one partial tile from 24 rows on,
-// a full and a partial one at 16), M = 1 two experts of one row and two empty ones. The
-// reference runs once per input set; the mma.sync path (not sm_90a) ignores the variable, so
-// there it runs once, with its own height.
+// quantization) and with a shared one. E = 4, k = 2: M = 643 gives 300..347 rows per expert
+// (3 tiles of 128, ~20 of 16, the last one mostly partial), M = 37 14..26 (one partial tile from
+// 32 rows on, full and partial ones at 16 and 24), M = 1 two experts of one row and two empty
+// ones. The reference runs once per input set; the mma.sync path (not sm_90a) ignores the
+// variable, so there it runs once, with its own height.
 TEST(PrefillSmall, EveryTileHeight) {
   FP4MOE_SKIP_WITHOUT_GPU();
   constexpr int kHeights[] = {16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128};
