@@ -124,26 +124,58 @@ __global__ void route_count_kernel(const int32_t* __restrict__ ids, int np, int 
     if (hist[i]) atomicAdd(&counts[i], hist[i]);
 }
 
-// One thread: E <= 512 serial prefix sums (a few microseconds, negligible at prefill sizes).
-__global__ void route_scan_kernel(const int* __restrict__ counts, int E, int bm, int nt1, int nt2,
-                                  int* __restrict__ offsets, int* __restrict__ cursor, int* __restrict__ tstart1,
-                                  int* __restrict__ tstart2) {
-  if (threadIdx.x != 0 || blockIdx.x != 0) return;
-  int off = 0, t1 = 0, t2 = 0;
-  for (int e = 0; e < E; ++e) {
-    const int c = counts[e];
-    offsets[e] = off;
-    cursor[e] = off;
-    tstart1[e] = t1;
-    tstart2[e] = t2;
+// One block of kMaxExperts threads, thread e for expert e: exclusive prefix sums of the counts
+// and of the two GEMMs' tile counts. Integer sums are exact and associative, so the result is
+// the serial loop's whatever the order of the additions: warp shuffle scans, then each thread
+// adds the totals of the warps before its own.
+constexpr int kScanThreads = kMaxExperts;
+static_assert(kScanThreads % 32 == 0 && kScanThreads <= 1024, "route_scan_kernel: one block, whole warps");
+__global__ void __launch_bounds__(kScanThreads)
+    route_scan_kernel(const int* __restrict__ counts, int E, int bm, int nt1, int nt2, int* __restrict__ offsets,
+                      int* __restrict__ cursor, int* __restrict__ tstart1, int* __restrict__ tstart2) {
+  __shared__ int warp_sum[3][kScanThreads / 32];
+  const int e = threadIdx.x, lane = e & 31, warp = e >> 5;
+  int c = 0, m1 = 0, m2 = 0;
+  if (e < E) {
+    c = counts[e];
     const int mt = (c + bm - 1) / bm;
-    off += c;
-    t1 += mt * nt1;
-    t2 += mt * nt2;
+    m1 = mt * nt1;
+    m2 = mt * nt2;
   }
-  offsets[E] = off;
-  tstart1[E] = t1;
-  tstart2[E] = t2;
+  int v0 = c, v1 = m1, v2 = m2;  // inclusive scans within the warp
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const int u0 = __shfl_up_sync(0xffffffffu, v0, d);
+    const int u1 = __shfl_up_sync(0xffffffffu, v1, d);
+    const int u2 = __shfl_up_sync(0xffffffffu, v2, d);
+    if (lane >= d) {
+      v0 += u0;
+      v1 += u1;
+      v2 += u2;
+    }
+  }
+  if (lane == 31) {
+    warp_sum[0][warp] = v0;
+    warp_sum[1][warp] = v1;
+    warp_sum[2][warp] = v2;
+  }
+  __syncthreads();
+  for (int w = 0; w < warp; ++w) {
+    v0 += warp_sum[0][w];
+    v1 += warp_sum[1][w];
+    v2 += warp_sum[2][w];
+  }
+  if (e < E) {
+    offsets[e] = v0 - c;
+    cursor[e] = v0 - c;
+    tstart1[e] = v1 - m1;
+    tstart2[e] = v2 - m2;
+  }
+  if (e == (E > 0 ? E - 1 : 0)) {  // the totals (every count from E on is 0)
+    offsets[E] = v0;
+    tstart1[E] = v1;
+    tstart2[E] = v2;
+  }
 }
 
 // The order of pairs inside an expert's slot range is not deterministic, and does not need
@@ -410,7 +442,7 @@ class PrefillKernel final : public MoeKernel {
     FP4MOE_CUDA_CHECK(cudaMemsetAsync(counts, 0, static_cast<size_t>(E) * sizeof(int), st));
     const int rblocks = (np + 255) / 256;
     route_count_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, counts, invalid_.p);
-    route_scan_kernel<<<1, 32, 0, st>>>(counts, E, bm, nt1_, nt2_, offsets, cursor, tstart1, tstart2);
+    route_scan_kernel<<<1, kScanThreads, 0, st>>>(counts, E, bm, nt1_, nt2_, offsets, cursor, tstart1, tstart2);
     route_scatter_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, cursor, sorted_.p);
     FP4MOE_CUDA_CHECK(cudaGetLastError());
 

@@ -1,6 +1,7 @@
 // The prefill backend against the CPU reference: fresh random layers and inputs for the model
-// presets, both numerics modes, both activations and gate/up orders, skewed routing, invalid
-// expert ids, bitwise reproducibility, CUDA-graph replay, and a timing print.
+// presets, both numerics modes, both activations and gate/up orders, every wgmma tile height,
+// skewed routing, invalid expert ids, bitwise reproducibility, CUDA-graph replay, and a timing
+// print.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -88,15 +89,21 @@ GpuRun run_gpu(cuda::MoeKernel& K, const MoeSpec& s, const Inputs& in, const std
   return g;
 }
 
-ErrorStats vs_reference(const MoeSpec& s, const NvFp4Layer& L, const Inputs& in, const std::vector<uint16_t>& got,
-                        const Routing* ref_routing = nullptr) {
+// The CPU reference's output as doubles.
+std::vector<double> reference_out(const MoeSpec& s, const NvFp4Layer& L, const Inputs& in,
+                                  const Routing* ref_routing = nullptr) {
   const Routing& r = ref_routing ? *ref_routing : in.r;
   const int64_t T = r.tokens;
   auto ref = reference_moe(s, L.view(), {in.x.data(), DType::BF16, {T, s.hidden}}, {r.ids.data(), DType::I32, {T, s.topk}},
                            {r.weights.data(), DType::F32, {T, s.topk}});
   std::vector<double> refd(ref.size());
   for (size_t i = 0; i < ref.size(); ++i) refd[i] = bf16_to_float(ref[i]);
-  return compare_bf16(got, refd);
+  return refd;
+}
+
+ErrorStats vs_reference(const MoeSpec& s, const NvFp4Layer& L, const Inputs& in, const std::vector<uint16_t>& got,
+                        const Routing* ref_routing = nullptr) {
+  return compare_bf16(got, reference_out(s, L, in, ref_routing));
 }
 
 double tolerance(Mode m) { return m == Mode::W4A16 ? 2e-3 : 5e-3; }
@@ -206,6 +213,80 @@ TEST(PrefillSmall, ActivationsOrdersModes) {
           for (int64_t T : {1, 65, 700}) check_case(what, s, L, *K, T, seed + T);
         }
       }
+}
+
+// Sets an environment variable for its lifetime, then restores the previous value (or unsets it).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    setenv(name, value.c_str(), 1);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+  ~ScopedEnv() {
+    if (had_) setenv(name_, old_.c_str(), 1);
+    else unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+
+// Every tile height the wgmma dispatch can pick (kWgTileRows in src/cuda/prefill_wgmma.cuh; keep
+// in step), each forced through FP4MOE_PREFILL_TILE_ROWS (read once, at construction), against
+// the reference: both modes, both activations, W4A4 with a per-expert a13_scale (per-pair
+// quantization) and with a shared one. E = 4, k = 2: M = 643 gives 300..347 rows per expert
+// (3 tiles of 128, ~20 of 16, the last one mostly partial), M = 37 14..26 (one partial tile from
+// 32 rows on, full and partial ones at 16 and 24), M = 1 two experts of one row and two empty
+// ones. The reference runs once per input set; the mma.sync path (not sm_90a) ignores the
+// variable, so there it runs once, with its own height.
+TEST(PrefillSmall, EveryTileHeight) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  constexpr int kHeights[] = {16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128};
+  const std::vector<int64_t> Ms = {1, 37, 643};
+  int n = 0;
+  for (Activation a : {Activation::SwiGLU, Activation::ReLU2})
+    for (Mode m : {Mode::W4A16, Mode::W4A4}) {
+      const bool up_gate = a == Activation::SwiGLU && m == Mode::W4A4;
+      MoeSpec s = small_spec(a, m, up_gate ? GateUpOrder::UpGate : GateUpOrder::GateUp);
+      s.experts = 4;
+      s.topk = 2;
+      const uint64_t seed = 501 + 17 * n++;
+      NvFp4Layer L = random_nvfp4_layer(s, seed);
+      if (m == Mode::W4A4) calibrate(L, seed, /*per_expert_spread=*/a == Activation::SwiGLU);
+      std::vector<Inputs> ins;
+      std::vector<std::vector<double>> refs;
+      for (int64_t T : Ms) {
+        ins.push_back(make_inputs(s, T, seed + static_cast<uint64_t>(T)));
+        refs.push_back(reference_out(s, L, ins.back()));
+      }
+      for (int bm : kHeights) {
+        ScopedEnv force("FP4MOE_PREFILL_TILE_ROWS", std::to_string(bm));
+        auto K = cuda::make_prefill_kernel(s, L.view(), cuda::WeightsOn::Host, Ms.back(), 0);
+        const bool wgmma = std::string(K->name()).find("wgmma") != std::string::npos;
+        const std::string what = std::string("tile ") + (wgmma ? std::to_string(bm) : std::string("(mma.sync)")) +
+                                 " " + to_string(a) + " " + to_string(s.gate_up_order) + " " + to_string(m);
+        for (size_t i = 0; i < Ms.size(); ++i) {
+          const GpuRun g = run_gpu(*K, s, ins[i]);
+          const ErrorStats st = compare_bf16(g.out, refs[i]);
+          std::printf("  %-44s M=%-5lld rel_l2=%.3e max_abs=%.3e nonfinite=%lld\n", what.c_str(),
+                      static_cast<long long>(Ms[i]), st.rel_l2, st.max_abs, static_cast<long long>(st.nonfinite));
+          EXPECT_EQ(st.nonfinite, 0) << what << " M=" << Ms[i];
+          EXPECT_LE(st.rel_l2, tolerance(m)) << what << " M=" << Ms[i];
+          EXPECT_TRUE(g.out == g.out2) << what << " M=" << Ms[i] << ": re-run not bitwise identical";
+          EXPECT_EQ(g.invalid, 0);
+        }
+        if (!wgmma) {
+          std::printf("  %s: FP4MOE_PREFILL_TILE_ROWS applies to the sm_90a wgmma path only\n", K->name());
+          break;
+        }
+      }
+    }
 }
 
 // All tokens routed to the same k experts.
