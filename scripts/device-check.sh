@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (the `device` tool): GPU tests, compute-sanitizer, benchmarks; prints
-# a short table last. Binaries are built on the developer machine (nvcc is there too) and
-# carried in DIR (default .dev/): test_decode, test_prefill, bench_moe.
+# a short table last. Binaries are built on the developer machine by scripts/dev-build.sh and
+# carried in DIR (default .dev/): test_decode, test_prefill, bench_moe, and COMMIT.
 #   scripts/device-check.sh [tests|sanitize|bench-decode|bench-prefill|all] ...
 set -uo pipefail
 DIR=${DIR:-.dev}
 OUT=${OUT:-/tmp/fp4moe-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+# the commit the binaries were built from (the device's copy of .git may be older)
+COMMIT=${COMMIT:-$(cat "$DIR/COMMIT" 2>/dev/null || echo unknown)}
 status=0
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 for step in "${@:-all}"; do
