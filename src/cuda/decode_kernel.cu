@@ -48,7 +48,7 @@ __device__ __forceinline__ __nv_bfloat162 bits_bf2(uint32_t v) { return *reinter
 // One prepared word (8 e2m1 codes) -> the four bf16x2 A registers of one MMA. The bit trick:
 // sign -> bit 15 and the 3 magnitude bits -> bits 8..6 make a bf16 equal to the e2m1 value
 // times 2^-126 (the two smallest codes are bf16 subnormals); the prepared layout scatters each
-// code's bits so that one rotate and one mask put them there (decode_layout.hpp, weight_bit).
+// code's bits so that one rotate and one mask put them there (fp4_bits.hpp).
 // One multiply by the row's block scale times 2^63 then gives the weight times 2^-63 exactly,
 // in the normal range. The MMA is scale-invariant in fp32, and the epilogue scale carries the
 // 2^63 back (decode.cu), so the result is bitwise what the unscaled weights would give.

@@ -40,8 +40,8 @@ inline Slot slot_of(int rr, int kk) {
   return {r * 4 + q, m, reg, j & 1};
 }
 // The byte and bit of a piece that hold bit `role` of the code at s.
-inline int64_t code_byte(const Slot& s, int role) { return s.lane * 16 + s.word * 4 + weight_bit(s.reg, s.half, role) / 8; }
-inline int code_shift(const Slot& s, int role) { return weight_bit(s.reg, s.half, role) % 8; }
+inline int64_t code_byte(const Slot& s, int role) { return s.lane * 16 + s.word * 4 + code_bit(s.reg, s.half, role) / 8; }
+inline int code_shift(const Slot& s, int role) { return code_bit(s.reg, s.half, role) % 8; }
 }  // namespace
 
 namespace {

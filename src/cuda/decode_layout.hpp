@@ -18,10 +18,8 @@
 //   A reg 3, low / high half: row r + 8, K 16q + 4m + 2 / + 3
 // The MMA's K order is thereby permuted inside each chunk; the activation operand is read
 // with the same permutation (a lane reads 16 consecutive K-values), which leaves every dot
-// product intact. A code's 4 bits are not a nibble: they are scattered over the word (see
-// weight_bit) so that the kernel gets each register's bf16 bit pattern (magnitude -> bits
-// 8..6, sign -> bit 15 of each half) with one rotate and one mask: 9 integer operations per
-// word instead of 15.
+// product intact. A code's 4 bits are scattered over the word for a rotate-and-mask
+// dequantization (fp4_bits.hpp: code_bit, word_reg_bits).
 // A lane's scale slice of group g, tile t is 8 pairs of bytes: (scale of row r, of row r + 8)
 // for chunks 8g .. 8g + 7. Rows and K beyond the matrix are zero (scale byte 0).
 //
@@ -37,6 +35,7 @@
 #include <functional>
 #include <vector>
 
+#include "cuda/fp4_bits.hpp"
 #include "fp4moe/moe.hpp"
 
 namespace fp4moe::cuda {
@@ -53,34 +52,6 @@ struct DecodeDims {
 };
 
 DecodeDims decode_dims(const MoeSpec& spec);
-
-// Bit of the 32-bit word that holds bit `role` (0 = m, 1 = e0, 2 = e1, 3 = sign) of the code
-// for A register `reg` (0..3), half `half` (0 low, 1 high). The kernel (decode_kernel.cu,
-// dequant_word) undoes it: reg 0 = w & P, reg 1 = rotl(w, 4) & P, reg 2 = rotl(w, 10) & P,
-// reg 3 = (rotl(w, 6) & (P without bits 8, 24)) | (rotl(w, 30) & bits 8, 24), with
-// P = the bf16x2 bits 6..8, 15, 22..24, 31 - i.e. bit = (target - rotation) mod 32.
-constexpr int weight_bit(int reg, int half, int role) {
-  const int target = (role == 3 ? 15 : 6 + role) + 16 * half;
-  const int rot = reg == 0 ? 0 : reg == 1 ? 4 : reg == 2 ? 10 : (role == 2 ? 30 : 6);
-  return (target - rot + 32) % 32;
-}
-
-#if defined(__CUDACC__)
-#define FP4MOE_HOST_DEVICE __host__ __device__
-#else
-#define FP4MOE_HOST_DEVICE
-#endif
-FP4MOE_HOST_DEVICE constexpr uint32_t rotl32(uint32_t w, int r) { return r ? (w << r) | (w >> (32 - r)) : w; }
-// A register `reg` of a prepared word as bf16x2 bits: per half, the code's magnitude in bits
-// 8..6 and its sign in bit 15, all else zero (the kernel's dequantization; tested on the host).
-FP4MOE_HOST_DEVICE constexpr uint32_t word_reg_bits(uint32_t w, int reg) {
-  constexpr uint32_t kP = 0x81C081C0u;                         // bits 6..8, 15 of each half
-  constexpr uint32_t kNoE1 = 0x80C080C0u, kE1 = 0x01000100u;  // reg 3 takes e1 from another rotation
-  return reg == 0 ? (w & kP)
-         : reg == 1 ? (rotl32(w, 4) & kP)
-         : reg == 2 ? (rotl32(w, 10) & kP)
-                    : ((rotl32(w, 6) & kNoE1) | (rotl32(w, 30) & kE1));
-}
 
 inline constexpr int kTaskRows = 32;
 inline constexpr int kPiece = 512;  // bytes of one piece (32 lanes x 16 bytes)

@@ -15,8 +15,8 @@
 // The prefill weight layout (prepared once on the GPU at construction) is this file's own:
 //   codes  [E][nt][kc][128 rows][32 B]: per row and 64-wide K chunk, thread q (0..3) of an
 //          mma B fragment finds its 16 codes in bytes [8q, 8q + 8), two words of 8 codes whose
-//          bits are scattered for a rotate-and-mask dequantization (prefill_gemm.cuh,
-//          prefill_code_bit)
+//          bits are scattered for a rotate-and-mask dequantization (fp4_bits.hpp, the same
+//          as the decode layout's)
 //   scales [E][nt][kc][128 rows][4]: bf16x2 pairs of (e4m3 block scale * 2^110)
 // FC1 rows are reordered for SwiGLU: mma.sync path, each (gate, up) pair in adjacent rows;
 // wgmma path (sm_90a, prefill_wgmma.cuh, chosen at construction on Hopper when the loaded
@@ -72,7 +72,7 @@ __global__ void prepare_codes_kernel(const uint8_t* __restrict__ src, const int*
         // register jj of the word: the low nibble (k) is its low element, the high (k + 1) its high
         for (int half = 0; half < 2; ++half)
           for (int role = 0; role < 4; ++role)
-            words[wi] |= ((byte >> (4 * half + role)) & 1u) << prefill_code_bit(jj, half, role);
+            words[wi] |= ((byte >> (4 * half + role)) & 1u) << code_bit(jj, half, role);
       }
     const int nt_i = r / 128, rl = r % 128;
     uint8_t* d = dst + (((e * nt + nt_i) * kc + c) * 128 + rl) * 32 + q * 8;

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "cuda/fp4_bits.hpp"
 #include "cuda/nvfp4_device.cuh"
 
 namespace fp4moe::cuda::prefill {
@@ -64,28 +65,11 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
 }
-// The prepared code word: 8 e2m1 codes, register J (0..3) of the word's dequantization holds
-// two of them (low, high element). Their bits are scattered (prefill_code_bit) so that one
-// rotate and one mask put each code's magnitude into bits 8..6 and its sign into bit 15 of its
-// half: the bf16 bits of e2m1 * 2^-126 (registers 1, 2: a rotate and a mask; 0: a mask; 3: two
-// of each). role: code bit (0..2 magnitude, 3 sign). The same rotations as the decode layout.
-constexpr uint32_t kCodeMask = 0x81C081C0u;  // bits 6..8, 15 of each half
-__host__ __device__ constexpr int prefill_code_rot(int J, int role) {
-  return J == 0 ? 0 : J == 1 ? 4 : J == 2 ? 10 : (role == 2 ? 30 : 6);
-}
-__host__ __device__ constexpr int prefill_code_bit(int J, int half, int role) {
-  return ((role == 3 ? 15 : 6 + role) + 16 * half - prefill_code_rot(J, role) + 32) % 32;
-}
-__device__ __forceinline__ uint32_t rotl32_d(uint32_t w, int r) { return __funnelshift_l(w, w, r); }
-// Register J of word w as bf16x2 (the low element's code, the high element's code), times the
-// bf16x2 scale pair.
+// Register J (0..3) of a prepared code word (fp4_bits.hpp: 8 e2m1 codes, bits scattered for a
+// rotate-and-mask dequantization) as bf16x2, times the bf16x2 scale pair.
 template <int J>
 __device__ __forceinline__ uint32_t fp4x2_to_bf16x2(uint32_t w, uint32_t scale2) {
-  uint32_t v;
-  if constexpr (J == 0) v = w & kCodeMask;
-  else if constexpr (J == 1) v = rotl32_d(w, 4) & kCodeMask;
-  else if constexpr (J == 2) v = rotl32_d(w, 10) & kCodeMask;
-  else v = (rotl32_d(w, 6) & 0x80C080C0u) | (rotl32_d(w, 30) & 0x01000100u);
+  const uint32_t v = word_reg_bits(w, J);
   __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&v);
   __nv_bfloat162 s = *reinterpret_cast<const __nv_bfloat162*>(&scale2);
   __nv_bfloat162 r = __hmul2(a, s);  // exact: both are exact and the product fits
