@@ -116,8 +116,9 @@ struct Routing {
   int* count;           // [E]
   int* off;             // [E]
   int* active;          // [E] active experts, ascending
-  int* base;            // [E] scratch
-  int* scalars;         // [0] = active experts, [1] = valid pairs
+  int* base;            // [E] scratch while ranking; then the first token tile of active expert a
+  int* scalars;         // [0] = active experts, [1] = valid pairs, [2] = token tiles
+  short* tile_act;      // [P] the active expert of each token tile (8 * NT tokens of one expert)
 };
 
 // Where one task's pieces are: chunk c's weights at w + c * stride, group g's scales at
@@ -307,28 +308,36 @@ __device__ __forceinline__ bool reduce_splits(float (&acc)[2][NT][4], int split,
   return true;
 }
 
-// One FC1 or FC2 task: (active expert a, row task w, K split) -> what it covers. Consecutive
-// tasks (run at the same time on consecutive CTAs) are consecutive row tasks of one split, so
-// they read adjacent memory. Split-K applies
-// only when the expert's tokens fit one pass (else split 0 does all of K, the others nothing).
+// One FC1 or FC2 task: (token tile, row task w, K split) -> what it covers. A token tile is
+// up to 8 * NT tokens of one expert, so an expert with more tokens gives several tasks per
+// row block; they are adjacent in the task order, run at the same time and share the weight
+// reads through L2. Consecutive tasks (run at the same time on consecutive CTAs) are
+// consecutive row tasks of one split, so they read adjacent memory. Split-K applies only to
+// the tiles that have partial-sum slots (batches of <= 8 tokens); the others do all of K in
+// split 0, the other splits nothing.
 struct GemmTask {
-  int a, w, split, e, cnt, off, nsplit, c0, c1;
+  int tile, w, split, e, cnt, off, nsplit, c0, c1;
 };
 template <int NT>
-__device__ __forceinline__ GemmTask gemm_task(int idx, int ntasks, int splits, int cps, int chunks, const int* active,
-                                              const int* count, const int* off, int part_experts) {
+__device__ __forceinline__ GemmTask gemm_task(int idx, int ntasks, int splits, int cps, int chunks, const Routing& R,
+                                              int part_experts) {
   GemmTask t;
-  t.a = idx / (ntasks * splits);
+  t.tile = idx / (ntasks * splits);
   t.w = idx % ntasks;
   t.split = (idx / ntasks) % splits;
-  t.e = active[t.a];
-  t.cnt = count[t.e];
-  t.off = off[t.e];
-  t.nsplit = (splits > 1 && t.cnt <= 8 * NT && t.a < part_experts) ? splits : 1;
+  const int a = R.tile_act[t.tile];
+  t.e = R.active[a];
+  const int first = (t.tile - R.base[a]) * 8 * NT;  // the tile's first token of the expert
+  t.cnt = min(8 * NT, R.count[t.e] - first);
+  t.off = R.off[t.e] + first;
+  t.nsplit = (splits > 1 && t.tile < part_experts) ? splits : 1;
   t.c0 = t.nsplit > 1 ? t.split * cps : 0;
   t.c1 = t.nsplit > 1 ? min(chunks, t.c0 + cps) : chunks;
   return t;
 }
+// Token tiles of an expert with cnt tokens.
+template <int NT>
+__device__ __forceinline__ int token_tiles(int cnt) { return (cnt + 8 * NT - 1) / (8 * NT); }
 
 __device__ __forceinline__ float silu(float g) { return __fdiv_rn(g, __fadd_rn(1.0f, expf(-g))); }
 
@@ -355,6 +364,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
   R.slot_of_pair = reinterpret_cast<short*>(R.scalars + 4);
   R.tok_of_slot = R.slot_of_pair + P;
   R.exp_of_slot = R.tok_of_slot + P;
+  R.tile_act = R.exp_of_slot + P;
 
   // ---- prologue: deterministic per-expert compaction of the routed pairs ----
   for (int i = threadIdx.x; i < E; i += blockDim.x) R.count[i] = 0, R.base[i] = 0;
@@ -403,15 +413,31 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       if (id >= 0 && lane == __ffs(mask) - 1) R.base[id] += __popc(mask);
       __syncwarp();
     }
+    // token tiles: R.base[a] = the first tile of active expert a (a prefix sum), tile_act
+    const int na = R.scalars[0], per_a = (na + 31) / 32;
+    int tsum = 0;
+    for (int a = lane * per_a; a < min(na, (lane + 1) * per_a); ++a) tsum += token_tiles<NT>(R.count[R.active[a]]);
+    int tincl = tsum;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, tincl, d);
+      if (lane >= d) tincl += v;
+    }
+    int to = tincl - tsum;
+    for (int a = lane * per_a; a < min(na, (lane + 1) * per_a); ++a) {
+      R.base[a] = to;
+      for (int j = token_tiles<NT>(R.count[R.active[a]]); j > 0; --j) R.tile_act[to++] = static_cast<short>(a);
+    }
+    if (lane == 31) R.scalars[2] = tincl;
   }
   __syncthreads();
 
-  const int nact = R.scalars[0], nvalid = R.scalars[1];
+  const int ntile = R.scalars[2], nvalid = R.scalars[1];
   unsigned* q_done = p.counters;
   unsigned* fc1_done = p.counters + E;
   unsigned* fc2_done = p.counters + 2 * E;
   const int nq = p.w4a4 ? nvalid : 0;
-  const int n1 = nact * p.n1_tasks * p.split1, n2 = nact * p.n2_tasks * p.split2;
+  const int n1 = ntile * p.n1_tasks * p.split1, n2 = ntile * p.n2_tasks * p.split2;
   const int ncol = (p.H + kCombineCols - 1) / kCombineCols;
   const int total = nq + n1 + n2 + p.T * ncol;
   const int r = lane >> 2, q = lane & 3;
@@ -452,10 +478,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       signal_count(&q_done[e], lane);
     } else if (task < nq + n1) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
-      const GemmTask gt = gemm_task<NT>(task - nq, p.n1_tasks, p.split1, p.cps1, p.chunks1, R.active, R.count, R.off,
-                                        p.part_experts);
+      const GemmTask gt = gemm_task<NT>(task - nq, p.n1_tasks, p.split1, p.cps1, p.chunks1, R, p.part_experts);
       if (gt.split >= gt.nsplit) continue;
-      const int a = gt.a, w = gt.w, split = gt.split, e = gt.e, cnt = gt.cnt, off = gt.off, nsplit = gt.nsplit;
+      const int a = gt.tile, w = gt.w, split = gt.split, e = gt.e, cnt = gt.cnt, off = gt.off, nsplit = gt.nsplit;
       const int c0 = gt.c0, c1 = gt.c1;
       bool finished_splits = true;
       const TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
@@ -476,12 +501,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         }
         float acc[2][NT][4];
         auto wait_q = [&] {
-          if (p.w4a4 && base == 0) wait_count(&q_done[e], static_cast<unsigned>(cnt), lane);
+          if (p.w4a4 && base == 0) wait_count(&q_done[e], static_cast<unsigned>(R.count[e]), lane);
         };
         if (p.w4a4) task_pass<NT, D, false>(stream, c0, c1, st, lane, brow, p.Hk, ntiles, acc, wait_q, t_ready);
         else task_pass<NT, D, true>(stream, c0, c1, st, lane, brow, p.H, ntiles, acc, wait_q, t_ready);
         if (!reduce_splits<NT>(acc, split, nsplit, p.part + (static_cast<long long>(a) * p.n1_tasks + w) * p.part_stride,
-                               &p.task_ctr[static_cast<long long>(e) * p.n1_tasks + w], cnt - base, ntiles, lane)) {
+                               &p.task_ctr[static_cast<long long>(a) * p.n1_tasks + w], cnt - base, ntiles, lane)) {
           finished_splits = false;
           break;
         }
@@ -544,10 +569,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       if (finished_splits) signal_count(&fc1_done[e], lane);
     } else if (task < nq + n1 + n2) {
       // ---- FC2 -> z (fp32, complete sums) ----
-      const GemmTask gt = gemm_task<NT>(task - nq - n1, p.n2_tasks, p.split2, p.cps2, p.chunks2, R.active, R.count,
-                                        R.off, p.part_experts);
+      const GemmTask gt = gemm_task<NT>(task - nq - n1, p.n2_tasks, p.split2, p.cps2, p.chunks2, R, p.part_experts);
       if (gt.split >= gt.nsplit) continue;
-      const int a = gt.a, w = gt.w, split = gt.split, e = gt.e, cnt = gt.cnt, off = gt.off, nsplit = gt.nsplit;
+      const int a = gt.tile, w = gt.w, split = gt.split, e = gt.e, cnt = gt.cnt, off = gt.off, nsplit = gt.nsplit;
       const int c0 = gt.c0, c1 = gt.c1;
       bool finished_splits = true;
       const TaskStream stream = task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, w, p.chunks2);
@@ -562,11 +586,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         }
         float acc[2][NT][4];
         task_pass<NT, D, false>(stream, c0, c1, st, lane, brow, p.Ik, ntiles, acc, [&] {
-          if (base == 0) wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks), lane);
+          // all of h of the expert's tokens: every FC1 task of every one of its token tiles
+          if (base == 0) wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks * token_tiles<NT>(R.count[e])), lane);
         }, t_ready);
         if (!reduce_splits<NT>(acc, split, nsplit,
                                p.part + (static_cast<long long>(p.part_experts) * p.n1_tasks + static_cast<long long>(a) * p.n2_tasks + w) * p.part_stride,
-                               &p.task_ctr[static_cast<long long>(p.E) * p.n1_tasks + static_cast<long long>(e) * p.n2_tasks + w],
+                               &p.task_ctr[static_cast<long long>(p.E) * p.n1_tasks + static_cast<long long>(a) * p.n2_tasks + w],
                                cnt - base, ntiles, lane)) {
           finished_splits = false;
           break;
@@ -597,7 +622,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       {
         // lane j waits for pair j's expert (top-k <= 32): all k waits at once
         const int slot = lane < p.k ? R.slot_of_pair[t * p.k + lane] : -1;  // -1: invalid id, skipped
-        wait_counts(slot >= 0 ? &fc2_done[R.exp_of_slot[slot]] : nullptr, static_cast<unsigned>(p.n2_tasks));
+        const int ej = slot >= 0 ? R.exp_of_slot[slot] : 0;
+        wait_counts(slot >= 0 ? &fc2_done[ej] : nullptr, static_cast<unsigned>(p.n2_tasks * token_tiles<NT>(R.count[ej])));
       }
       FP4MOE_TRACE(t_ready = trace_now();)
       // z rows four pairs at a time (their loads in flight together), added in pair order

@@ -69,7 +69,7 @@ __host__ __device__ constexpr int decode_staging_pieces(int d) { return d * 2 + 
 // Dynamic shared memory of one CTA for P = T * k pairs and E experts.
 inline size_t decode_smem_bytes(int P, int E) {
   const size_t staging = static_cast<size_t>(kDecodeWarps) * decode_staging_pieces(decode_depth(1)) * 512;
-  const size_t routing = static_cast<size_t>(P) * (2 + 2 + 4) + static_cast<size_t>(E) * 4 * 4 + 64;
+  const size_t routing = static_cast<size_t>(P) * (2 + 2 + 2 + 2) + static_cast<size_t>(E) * 4 * 4 + 64;
   return staging + ((routing + 15) / 16) * 16;
 }
 

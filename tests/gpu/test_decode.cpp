@@ -178,6 +178,23 @@ TEST(DecodeSmall, SkewedAndDuplicateRouting) {
   }
 }
 
+// A batch of <= 8 tokens takes the split-K path when K has >= 16 chunks (H >= 1024); with every
+// pair on one expert, that expert has several token tiles, each with its own partial sums.
+TEST(DecodeSmall, SplitKWithSeveralTokenTilesOfOneExpert) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  for (auto mode : {Mode::W4A16, Mode::W4A4}) {
+    MoeSpec s = small(1024, 96, 16, 4, Activation::SwiGLU, mode);
+    const uint64_t seed = fresh_seed();
+    NvFp4Layer L = random_nvfp4_layer(s, seed);
+    auto x = random_hidden_states(8, s.hidden, seed + 1);
+    Routing r = random_routing(8, s.experts, s.topk, seed + 2);
+    for (auto& id : r.ids) id = 3;  // 32 pairs on expert 3: 4 token tiles
+    if (mode == Mode::W4A4) calibrate(L, x, r);
+    auto k = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, 8, 0);
+    expect_matches(run_and_compare(*k, L, x, r), mode, std::string("split-K duplicates ") + to_string(mode));
+  }
+}
+
 TEST(DecodeSmall, InvalidExpertIdsAreSkippedAndCounted) {
   FP4MOE_SKIP_WITHOUT_GPU();
   MoeSpec s = small(128, 64, 16, 3, Activation::SwiGLU, Mode::W4A16);
