@@ -5,6 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "cuda/backend_api.hpp"
 #include "fp4moe/bf16.hpp"
@@ -158,41 +162,44 @@ TEST(DecodeSmall, UpGateOrderOption) {
   check_shape(s, {5}, "up_gate");
 }
 
-TEST(DecodeSmall, SkewedAndDuplicateRouting) {
-  FP4MOE_SKIP_WITHOUT_GPU();
+// For both modes: a SwiGLU layer of the given shape, T fresh tokens and one kernel; then for
+// each named routing (the expert id of pair j of token t) the output against the reference.
+using ForcedRouting = std::pair<std::string, std::function<int32_t(int64_t t, int j)>>;
+void check_forced_routings(int64_t H, int64_t I, int64_t E, int64_t k, int64_t T,
+                           const std::vector<ForcedRouting>& routings) {
   for (auto mode : {Mode::W4A16, Mode::W4A4}) {
-    MoeSpec s = small(192, 96, 16, 4, Activation::SwiGLU, mode);
+    MoeSpec s = small(H, I, E, k, Activation::SwiGLU, mode);
     const uint64_t seed = fresh_seed();
     NvFp4Layer L = random_nvfp4_layer(s, seed);
-    auto x = random_hidden_states(64, s.hidden, seed + 1);
-    // all 64 tokens to the same 4 experts; then every pair of every token to expert 3
-    // (duplicates: 256 pairs on one expert, more than one pass of 64 token columns)
-    Routing r = random_routing(64, s.experts, s.topk, seed + 2);
-    for (int64_t t = 0; t < 64; ++t)
-      for (int j = 0; j < 4; ++j) r.ids[static_cast<size_t>(t * 4 + j)] = 9 + j;
+    auto x = random_hidden_states(T, s.hidden, seed + 1);
+    Routing r = random_routing(T, s.experts, s.topk, seed + 2);
+    auto force = [&](const ForcedRouting& fr) {
+      for (int64_t t = 0; t < T; ++t)
+        for (int j = 0; j < static_cast<int>(k); ++j) r.ids[static_cast<size_t>(t * k + j)] = fr.second(t, j);
+    };
+    force(routings.front());
     if (mode == Mode::W4A4) calibrate(L, x, r);
-    auto k = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, 64, 0);
-    expect_matches(run_and_compare(*k, L, x, r), mode, std::string("skewed ") + to_string(mode));
-    for (auto& id : r.ids) id = 3;
-    expect_matches(run_and_compare(*k, L, x, r), mode, std::string("duplicates ") + to_string(mode));
+    auto kern = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, T, 0);
+    for (const auto& fr : routings) {
+      force(fr);
+      expect_matches(run_and_compare(*kern, L, x, r), mode, fr.first + " " + to_string(mode));
+    }
   }
+}
+
+// All 64 tokens to the same 4 experts (8 token tiles each); then every pair of every token to
+// expert 3 (duplicates: 256 pairs on one expert, 32 token tiles).
+TEST(DecodeSmall, SkewedAndDuplicateRouting) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  check_forced_routings(192, 96, 16, 4, 64,
+                        {{"skewed", [](int64_t, int j) { return 9 + j; }}, {"duplicates", [](int64_t, int) { return 3; }}});
 }
 
 // A batch of <= 8 tokens takes the split-K path when K has >= 16 chunks (H >= 1024); with every
 // pair on one expert, that expert has several token tiles, each with its own partial sums.
 TEST(DecodeSmall, SplitKWithSeveralTokenTilesOfOneExpert) {
   FP4MOE_SKIP_WITHOUT_GPU();
-  for (auto mode : {Mode::W4A16, Mode::W4A4}) {
-    MoeSpec s = small(1024, 96, 16, 4, Activation::SwiGLU, mode);
-    const uint64_t seed = fresh_seed();
-    NvFp4Layer L = random_nvfp4_layer(s, seed);
-    auto x = random_hidden_states(8, s.hidden, seed + 1);
-    Routing r = random_routing(8, s.experts, s.topk, seed + 2);
-    for (auto& id : r.ids) id = 3;  // 32 pairs on expert 3: 4 token tiles
-    if (mode == Mode::W4A4) calibrate(L, x, r);
-    auto k = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, 8, 0);
-    expect_matches(run_and_compare(*k, L, x, r), mode, std::string("split-K duplicates ") + to_string(mode));
-  }
+  check_forced_routings(1024, 96, 16, 4, 8, {{"split-K duplicates", [](int64_t, int) { return 3; }}});
 }
 
 TEST(DecodeSmall, InvalidExpertIdsAreSkippedAndCounted) {
