@@ -16,6 +16,19 @@ std::string gpu_key(const std::string& name) {
   return k.empty() ? "unknown-gpu" : k;
 }
 
+TuneEntry tune_entry(const std::string& gpu_name, const MoeSpec& spec, int64_t crossover) {
+  TuneEntry e;
+  e.gpu = gpu_key(gpu_name);
+  e.hidden = spec.hidden;
+  e.inter = spec.inter;
+  e.experts = spec.experts;
+  e.topk = spec.topk;
+  e.activation = spec.activation;
+  e.mode = spec.mode;
+  e.crossover = crossover;
+  return e;
+}
+
 std::string tune_file_path() {
   if (const char* p = std::getenv("FP4MOE_TUNE_FILE"); p && *p) return p;
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/fp4moe/crossover.txt";
@@ -128,14 +141,7 @@ Crossover resolve_crossover(const MoeSpec& spec, const GpuInfo* gpu, int64_t ove
   }
   if (gpu) {
     const std::string path = tune_file_path();
-    TuneEntry key;
-    key.gpu = gpu_key(gpu->name);
-    key.hidden = spec.hidden;
-    key.inter = spec.inter;
-    key.experts = spec.experts;
-    key.topk = spec.topk;
-    key.activation = spec.activation;
-    key.mode = spec.mode;
+    const TuneEntry key = tune_entry(gpu->name, spec);
     for (const auto& e : read_tune_file(path))
       if (same_key(e, key)) return {e.crossover, "tune file " + path};
   }

@@ -153,16 +153,7 @@ int cmd_tune(const std::vector<std::string>& argv) {
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
 
-  TuneEntry e;
-  e.gpu = gpu_key(d.gpus[static_cast<size_t>(device)].name);
-  e.hidden = spec.hidden;
-  e.inter = spec.inter;
-  e.experts = spec.experts;
-  e.topk = spec.topk;
-  e.activation = spec.activation;
-  e.mode = spec.mode;
-  e.crossover = c;
-  write_tune_entry(path, e);
+  write_tune_entry(path, tune_entry(d.gpus[static_cast<size_t>(device)].name, spec, c));
   std::printf("crossover   %lld tokens (hybrid is within %.1f%% of the faster path at every measured M)\n",
               static_cast<long long>(c), (loss - 1.0) * 100.0);
   std::printf("wrote       %s\n", path.c_str());

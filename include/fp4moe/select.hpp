@@ -162,6 +162,8 @@ struct TuneEntry {
   int64_t crossover = kDefaultCrossover;
 };
 std::string gpu_key(const std::string& gpu_name);  // spaces -> '_'
+// The entry of a layer on a GPU (by its name), with the given crossover.
+TuneEntry tune_entry(const std::string& gpu_name, const MoeSpec& spec, int64_t crossover = kDefaultCrossover);
 std::string tune_file_path();
 // Missing file: empty list. A malformed line: fp4moe::Error naming the file, line and field.
 std::vector<TuneEntry> read_tune_file(const std::string& path);
