@@ -81,15 +81,16 @@ class DecodeKernel final : public MoeKernel {
     ws_xq_ = a4 ? device_alloc<uint16_t>(static_cast<size_t>(P * dims_.Hk)) : nullptr;
     ws_h_ = device_alloc<uint16_t>(static_cast<size_t>(P * dims_.Ik));
     ws_z_ = device_alloc<float>(static_cast<size_t>(P * dims_.H));
-    counters_ = device_alloc<unsigned>(3 * static_cast<size_t>(E) + 2);
-    FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, (3 * static_cast<size_t>(E) + 2) * sizeof(unsigned)));
+    // q_done, fc1_done, fc2_done [E] each, exit, invalid ids, task claims
+    counters_ = device_alloc<unsigned>(3 * static_cast<size_t>(E) + 3);
+    FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, (3 * static_cast<size_t>(E) + 3) * sizeof(unsigned)));
     // split-K (batches of <= 8 tokens): partial sums per (active expert, task), arrival counters
     part_experts_ = std::min<int64_t>(E, std::min<int64_t>(max_tokens, 8) * spec.topk);
     const int64_t ntasks = dims_.n1_tasks + dims_.n2_tasks;
     ws_part_ = device_alloc<float>(static_cast<size_t>(part_experts_ * ntasks * kPartStride));
     task_ctr_ = device_alloc<unsigned>(static_cast<size_t>(E * ntasks));
     FP4MOE_CUDA_CHECK(cudaMemset(task_ctr_, 0, static_cast<size_t>(E * ntasks) * sizeof(unsigned)));
-    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + (3 * E + 2) * 4 +
+    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + (3 * E + 3) * 4 +
                        part_experts_ * ntasks * kPartStride * 4 + E * ntasks * 4;
 
     cudaDeviceProp prop{};

@@ -447,9 +447,21 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
                  g_trace_meta[4] = gridDim.x;
                })
 
-  // Task order is CTA-major (task i of a round goes to CTA i % grid), so every SM gets an equal
-  // share of each phase's tasks; each warp still takes its tasks in increasing order.
-  for (int task = warp * gridDim.x + blockIdx.x; task < total; task += gridDim.x * kDecodeWarps) {
+  // The first round of tasks is static and CTA-major (task i goes to CTA i % grid, so every
+  // SM gets an equal share). When there are more than two rounds, a warp then claims its next
+  // task from a counter as it starts a task (the atomic's round trip hides behind the task), so
+  // warps that drew short tasks take more and all finish close together; with two rounds or
+  // fewer the second is static too (a claim would only delay the first task's fences, which
+  // wait for the warp's outstanding atomic). Tasks are claimed in increasing order, a warp's
+  // current task is smaller than the one it holds, and tasks only wait on smaller ones: the
+  // smallest unfinished task is always running, so the waits cannot deadlock.
+  const int round = gridDim.x * kDecodeWarps;
+  const bool dynamic = total > 2 * round;
+  unsigned* const task_claim = p.counters + 3 * E + 2;
+  unsigned claim = 0;  // lane 0: the task this warp takes next, claimed when the current one began
+  for (int task = warp * gridDim.x + blockIdx.x; task < total;
+       task = dynamic ? round + static_cast<int>(__shfl_sync(0xffffffffu, claim, 0)) : task + round) {
+    if (dynamic && lane == 0) claim = atomicAdd(task_claim, 1u);
     unsigned long long t_ready = 0;
     FP4MOE_TRACE(const unsigned long long t_start = trace_now();)
     if (task < nq) {
@@ -679,7 +691,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
   if (s_last) {
     __threadfence();
     for (int i = threadIdx.x; i < 3 * E; i += blockDim.x) p.counters[i] = 0;
-    if (threadIdx.x == 0) p.counters[3 * E] = 0;
+    if (threadIdx.x == 0) p.counters[3 * E] = 0, p.counters[3 * E + 2] = 0;
   }
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][2] = trace_now();)
 }

@@ -9,9 +9,9 @@
 //   FC2 one warp per (expert, 32 output rows): z = W2 h, complete sums, fp32;
 //   combine one warp per (token, 256 outputs): out = bf16(sum_j w_j z_j), j in order.
 // Dependencies between phases are per-expert completion counters (integers, so their order
-// does not matter); warps take tasks round-robin in phase order and only ever wait on tasks
-// with a smaller index, and the cooperative launch guarantees every warp is resident, so the
-// waits cannot deadlock. No floating-point atomics: the result is bitwise reproducible.
+// does not matter); warps claim tasks in increasing order (a static first round, then an
+// atomic counter) and only ever wait on tasks with a smaller index, and the cooperative launch
+// guarantees every warp is resident, so the waits cannot deadlock. No floating-point atomics: the result is bitwise reproducible.
 // The last CTA to finish resets the counters, so the next launch (or graph replay) starts
 // from zero without a memset.
 #pragma once
@@ -37,7 +37,7 @@ struct DecodeParams {
   __nv_bfloat16* xq;  // [P][Hk]  W4A4 quantized x per slot
   __nv_bfloat16* h;   // [P][Ik]
   float* z;           // [P][H]
-  unsigned* counters;  // q_done[E], fc1_done[E], fc2_done[E], exit
+  unsigned* counters;  // q_done[E], fc1_done[E], fc2_done[E], exit, (invalid), task claims
   unsigned* invalid;   // count of pairs with an expert id outside [0, E)
   float* part;         // split-K partial sums: per (FC1 task of all experts, then FC2 task) part_stride floats
   unsigned* task_ctr;  // split-K arrivals per task (reset by the last split)
