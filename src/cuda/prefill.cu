@@ -136,9 +136,11 @@ constexpr int kScanThreads = kMaxExperts;
 static_assert(kScanThreads % 32 == 0 && kScanThreads <= 1024, "route_scan_kernel: one block, whole warps");
 __global__ void __launch_bounds__(kScanThreads)
     route_scan_kernel(const int* __restrict__ counts, int E, int bm, int nt1, int nt2, int* __restrict__ offsets,
-                      int* __restrict__ cursor, int* __restrict__ tstart1, int* __restrict__ tstart2) {
+                      int* __restrict__ cursor, int* __restrict__ tstart1, int* __restrict__ tstart2,
+                      int* __restrict__ claims) {
   __shared__ int warp_sum[3][kScanThreads / 32];
   const int e = threadIdx.x, lane = e & 31, warp = e >> 5;
+  if (e < 2) claims[e] = 0;  // the FC1 and FC2 tile claim counters of this call
   int c = 0, m1 = 0, m2 = 0;
   if (e < E) {
     c = counts[e];
@@ -379,7 +381,7 @@ class PrefillKernel final : public MoeKernel {
                          static_cast<int64_t>(std::max(codes1_.bytes(), codes2_.bytes()) / 16) < (1LL << 32),
                      "max_tokens * topk * hidden and the prepared weights", "< 2^32 16-byte units",
                      npmax * std::max<int64_t>(H, ih_) / 8);
-    meta_.alloc(static_cast<size_t>(5 * E + 3));
+    meta_.alloc(static_cast<size_t>(5 * E + 5));
     sorted_.alloc(static_cast<size_t>(npmax));
     if (a4_) xq_.alloc(static_cast<size_t>((per_pair_quant_ ? npmax : max_tokens) * H));
     h_.alloc(static_cast<size_t>(npmax * ih_));
@@ -443,10 +445,11 @@ class PrefillKernel final : public MoeKernel {
     int* offsets = cursor + E;
     int* tstart1 = offsets + E + 1;
     int* tstart2 = tstart1 + E + 1;
+    int* claims = tstart2 + E + 1;  // [2] tile claims of the FC1 and FC2 GEMMs
     FP4MOE_CUDA_CHECK(cudaMemsetAsync(counts, 0, static_cast<size_t>(E) * sizeof(int), st));
     const int rblocks = (np + 255) / 256;
     route_count_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, counts, invalid_.p);
-    route_scan_kernel<<<1, kScanThreads, 0, st>>>(counts, E, bm, nt1_, nt2_, offsets, cursor, tstart1, tstart2);
+    route_scan_kernel<<<1, kScanThreads, 0, st>>>(counts, E, bm, nt1_, nt2_, offsets, cursor, tstart1, tstart2, claims);
     route_scatter_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, cursor, sorted_.p);
     FP4MOE_CUDA_CHECK(cudaGetLastError());
 
@@ -476,6 +479,7 @@ class PrefillKernel final : public MoeKernel {
     p1.sorted_pair = sorted_.p;
     p1.offsets = offsets;
     p1.tile_start = tstart1;
+    p1.tile_claim = claims;
     p1.experts = E;
     p1.gscale = gs1_.p;
     p1.a2_scale = a2s_.p;
@@ -501,6 +505,7 @@ class PrefillKernel final : public MoeKernel {
     p2.sorted_pair = sorted_.p;
     p2.offsets = offsets;
     p2.tile_start = tstart2;
+    p2.tile_claim = claims + 1;
     p2.experts = E;
     p2.gscale = gs2_.p;
     p2.term = term_.p;

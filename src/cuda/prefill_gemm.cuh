@@ -46,6 +46,7 @@ struct GemmParams {
   const int* sorted_pair;  // [slots] pair index p = t * k + j
   const int* offsets;      // [E + 1] first slot of each expert
   const int* tile_start;   // [E + 1] first tile of each expert
+  int* tile_claim;         // tiles past the first round are claimed from this counter (wgmma path)
   int experts;
   const float* gscale;     // [E] fp32 epilogue scale, including 2^16
   // FC1 output

@@ -240,7 +240,13 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
   const int nrow = wg * 64 + w4 * 16 + g;  // this thread's weight rows: nrow, nrow + 8
   const int total = p.tile_start[p.experts];
 
-  for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
+  // Persistent: the first round of tiles is static (tile = CTA), then each CTA claims its next
+  // tile from a counter when it starts one (read once the tile is done: the atomic's round trip
+  // hides behind it), so CTAs whose tiles ran fast take more.
+  __shared__ int s_next[2];
+  for (int tile = blockIdx.x, it = 0; tile < total; tile = s_next[it & 1], ++it) {
+    int claim = 0;
+    if (tid == 0) claim = atomicAdd(p.tile_claim, 1);
     int lo = 0, hi = p.experts - 1;
     while (lo < hi) {
       const int mid = (lo + hi + 1) >> 1;
@@ -412,7 +418,8 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
         dst[1] = u[1];
       }
     }
-    __syncthreads();
+    if (tid == 0) s_next[it & 1] = static_cast<int>(gridDim.x) + claim;
+    __syncthreads();  // (also publishes s_next; the other slot is written only after the next barrier)
   }
 #endif
 }
