@@ -174,10 +174,11 @@ class DecodeKernel final : public MoeKernel {
 
   // K splits for FC1 and FC2 when there are few row tasks (batches of <= 8 tokens), so that
   // every warp streams weights. A model of the schedule in units of one chunk per warp: tasks
-  // go to warps round-robin in phase order (FC1, then FC2); an FC2 task starts when its warp is
-  // free and FC1 is done, less the chunks its warp prefetched while waiting; a split adds one
-  // chunk for its reduction. The pair with the shortest modelled makespan wins (ties: fewer
-  // splits). Computed once per batch size at construction (it visits every warp).
+  // go to warps round-robin in phase order (FC1, then FC2) - the kernel's order for up to two
+  // rounds of tasks, an approximation of its claimed order beyond; an FC2 task starts when its
+  // warp is free and FC1 is done, less the chunks its warp prefetched while waiting; a split
+  // adds one chunk for its reduction. The pair with the shortest modelled makespan wins (ties:
+  // fewer splits). Computed once per batch size at construction (it visits every warp).
   struct Splits {
     int split1 = 1, cps1 = 0, split2 = 1, cps2 = 0;
   };
