@@ -447,14 +447,15 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
                  g_trace_meta[4] = gridDim.x;
                })
 
-  // The first round of tasks is static and CTA-major (task i goes to CTA i % grid, so every
-  // SM gets an equal share). When there are more than two rounds, a warp then claims its next
-  // task from a counter as it starts a task (the atomic's round trip hides behind the task), so
+  // The first round of tasks is static and CTA-major (task i goes to CTA i % grid, so every SM
+  // gets an equal share). When there are more than two rounds, a warp then claims its next task
+  // from a counter as it starts a task (the atomic's round trip hides behind the task), so
   // warps that drew short tasks take more and all finish close together; with two rounds or
   // fewer the second is static too (measured: claiming there made 1..2-token batches up to 25%
-  // slower, most likely because a task's fences wait for the warp's outstanding atomic). Tasks are claimed in increasing order, a warp's
-  // current task is smaller than the one it holds, and tasks only wait on smaller ones: the
-  // smallest unfinished task is always running, so the waits cannot deadlock.
+  // slower, most likely because a task's fences wait for the warp's outstanding atomic). Tasks
+  // are claimed in increasing order, a warp's current task is smaller than the one it holds,
+  // and tasks only wait on smaller ones: the smallest unfinished task is always running, so the
+  // waits cannot deadlock.
   const int round = gridDim.x * kDecodeWarps;
   const bool dynamic = total > 2 * round;
   unsigned* const task_claim = p.counters + 3 * E + 2;
