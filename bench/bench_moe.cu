@@ -9,6 +9,8 @@
 // replay, median of --reps. The baseline: the same routing grouped per expert on the host,
 // a gather, one cuBLAS bf16 GEMM per touched expert (fp32 accumulation) for FC1, the
 // activation, one GEMM per expert for FC2, and the same fixed-order fp32 combine.
+// --routing random (default): top-k of uniformly random experts per token; skewed: every token
+// to the same k experts (0..k-1), the worst case for load balance.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -223,16 +225,22 @@ int main(int argc, char** argv) {
                                             {"--reps", "20"},
                                             {"--json", ""},
                                             {"--commit", "unknown"},
-                                            {"--seed", "1"}};
+                                            {"--seed", "1"},
+                                            {"--routing", "random"}};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (!opt.count(a) || i + 1 >= argc) {
-      std::fprintf(stderr, "usage: bench_moe [--backend decode|prefill] [--presets a,b] [--tokens 1,2,..] [--mode w4a16|w4a4] [--reps N] [--json FILE] [--commit SHA]\n");
+      std::fprintf(stderr, "usage: bench_moe [--backend decode|prefill] [--presets a,b] [--tokens 1,2,..] [--mode w4a16|w4a4] [--reps N] [--json FILE] [--commit SHA] [--routing random|skewed]\n");
       return 2;
     }
     opt[a] = argv[++i];
   }
   const bool prefill = opt["--backend"] == "prefill";
+  const bool skewed = opt["--routing"] == "skewed";
+  if (!skewed && opt["--routing"] != "random") {
+    std::fprintf(stderr, "--routing: expected random or skewed, got %s\n", opt["--routing"].c_str());
+    return 2;
+  }
   if (!prefill && opt["--backend"] != "decode") {
     std::fprintf(stderr, "--backend: expected decode or prefill, got %s\n", opt["--backend"].c_str());
     return 2;
@@ -254,8 +262,8 @@ int main(int argc, char** argv) {
   CB(cublasSetWorkspace(cb, cb_ws, 64 << 20));
   const double copy_gbps = measure_copy_gbps(tm);
   const double gemm_tf = measure_gemm_tflops(tm, cb);
-  std::printf("device %s, %d SMs, L2 %d MB | copy %.0f GB/s (read+write) | cuBLAS bf16 8192^3 %.0f TFLOP/s\n", prop.name,
-              prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_gbps, gemm_tf);
+  std::printf("device %s, %d SMs, L2 %d MB | copy %.0f GB/s (read+write) | cuBLAS bf16 8192^3 %.0f TFLOP/s | %s routing\n",
+              prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_gbps, gemm_tf, opt["--routing"].c_str());
 
   std::ostringstream rows;
   bool first_row = true;
@@ -288,6 +296,8 @@ int main(int argc, char** argv) {
       const int64_t P = M * k;
       auto x = random_hidden_states(M, H, seed + static_cast<uint64_t>(M));
       Routing r = random_routing(M, E, k, seed + 100 + static_cast<uint64_t>(M));
+      if (skewed)  // every token to experts 0..k-1 (the weights stay random)
+        for (int64_t p = 0; p < P; ++p) r.ids[static_cast<size_t>(p)] = static_cast<int32_t>(p % k);
       // host grouping for the baseline (and the touched-expert count for the floor)
       std::vector<std::vector<int>> pairs_of(static_cast<size_t>(E));
       for (int64_t p = 0; p < P; ++p) pairs_of[static_cast<size_t>(r.ids[static_cast<size_t>(p)])].push_back(static_cast<int>(p));
@@ -395,7 +405,8 @@ int main(int argc, char** argv) {
     std::strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
     std::ofstream f(opt["--json"]);
     f << "{\n  \"bench\": \"" << (prefill ? "prefill" : "decode") << "\", \"device\": \"" << prop.name
-      << "\", \"commit\": \"" << opt["--commit"] << "\", \"date\": \"" << date << "\",\n  \"copy_GBps\": " << copy_gbps
+      << "\", \"commit\": \"" << opt["--commit"] << "\", \"date\": \"" << date << "\", \"routing\": \"" << opt["--routing"]
+      << "\",\n  \"copy_GBps\": " << copy_gbps
       << ", \"cublas_bf16_gemm_tflops\": " << gemm_tf << ", \"reps\": " << reps
       << ", \"timing\": \"CUDA events around one CUDA-graph replay, L2 flushed before each, median\",\n  \"rows\": [\n"
       << rows.str() << "\n  ]\n}\n";

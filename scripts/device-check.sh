@@ -2,7 +2,7 @@
 # Runs on the GPU machine (the `device` tool): GPU tests, compute-sanitizer, benchmarks; prints
 # a short table last. Binaries are built on the developer machine by scripts/dev-build.sh and
 # carried in DIR (default .dev/): test_decode, test_prefill, bench_moe, and COMMIT.
-#   scripts/device-check.sh [tests|sanitize|bench-decode|bench-prefill|all] ...
+#   scripts/device-check.sh [tests|sanitize|bench-decode|bench-prefill|bench-skewed|all] ...
 set -uo pipefail
 DIR=${DIR:-.dev}
 OUT=${OUT:-/tmp/fp4moe-out}
@@ -34,7 +34,11 @@ for step in "${@:-all}"; do
     bench-decode|all)
       "$DIR"/bench_moe --backend decode --commit "$COMMIT" --json "$OUT/bench-decode.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-decode.txt" ;;&
     bench-prefill|all)
-      [ -x "$DIR"/bench_moe ] && "$DIR"/bench_moe --backend prefill --commit "$COMMIT" --json "$OUT/bench-prefill.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-prefill.txt" ;;
+      [ -x "$DIR"/bench_moe ] && "$DIR"/bench_moe --backend prefill --commit "$COMMIT" --json "$OUT/bench-prefill.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-prefill.txt" ;;&
+    bench-skewed)  # every token to the same k experts
+      for b in decode prefill; do
+        "$DIR"/bench_moe --backend $b --routing skewed --commit "$COMMIT" --json "$OUT/bench-$b-skewed.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-$b-skewed.txt"
+      done ;;
     *) ;;
   esac
 done
