@@ -97,6 +97,35 @@ struct GemmShape {
   static_assert(BM * (kBN + 8) * 2 <= kSmem, "epilogue tile must fit in the pipeline buffers");
 };
 
+// FC1's last step, shared by the mma.sync and wgmma kernels: the tile's activations, staged
+// in shared memory as bf16 (BM rows of HC columns, row stride HS), go to h row by row in
+// 16-column blocks - re-quantized per 16-block with the expert's FC2 input scale in W4A4.
+template <int BM, int HC, int HS>
+__device__ __forceinline__ void store_h_tile(const GemmParams& p, const __nv_bfloat16* hs, int e, int row0, int rows,
+                                             int ntile, int tid) {
+  const float a2 = p.a2_scale ? p.a2_scale[e] : 1.0f;
+  constexpr int SEG = HC / 16;
+  for (int sidx = tid; sidx < BM * SEG; sidx += kThreads) {
+    const int r = sidx / SEG, c16 = sidx - r * SEG;
+    if (r >= rows) continue;
+    const uint4* src = reinterpret_cast<const uint4*>(hs + r * HS + c16 * 16);
+    uint4 u[2] = {src[0], src[1]};
+    if (p.quant_out) {
+      float v[16];
+      const __nv_bfloat16* hb = reinterpret_cast<const __nv_bfloat16*>(u);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) v[i] = __bfloat162float(hb[i]);
+      quantize_block16(v, a2);
+      __nv_bfloat16* ob = reinterpret_cast<__nv_bfloat16*>(u);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) ob[i] = __float2bfloat16_rn(v[i]);  // exact
+    }
+    uint4* dst = reinterpret_cast<uint4*>(p.h + static_cast<int64_t>(row0 + r) * p.h_stride + ntile * HC + c16 * 16);
+    dst[0] = u[0];
+    dst[1] = u[1];
+  }
+}
+
 template <int BM, int WM, int EPI>
 __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) grouped_gemm_kernel(const GemmParams p) {
   using S = GemmShape<BM, WM>;
@@ -268,27 +297,7 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) grouped_gemm_kerne
             }
           }
       __syncthreads();
-      const float a2 = p.a2_scale ? p.a2_scale[e] : 1.0f;
-      constexpr int SEG = HC / 16;
-      for (int sidx = tid; sidx < BM * SEG; sidx += kThreads) {
-        const int r = sidx / SEG, c16 = sidx - r * SEG;
-        if (r >= rows) continue;
-        const uint4* src = reinterpret_cast<const uint4*>(hs + r * HS + c16 * 16);
-        uint4 u[2] = {src[0], src[1]};
-        if (p.quant_out) {
-          float v[16];
-          const __nv_bfloat16* hb = reinterpret_cast<const __nv_bfloat16*>(u);
-#pragma unroll
-          for (int i = 0; i < 16; ++i) v[i] = __bfloat162float(hb[i]);
-          quantize_block16(v, a2);
-          __nv_bfloat16* ob = reinterpret_cast<__nv_bfloat16*>(u);
-#pragma unroll
-          for (int i = 0; i < 16; ++i) ob[i] = __float2bfloat16_rn(v[i]);  // exact
-        }
-        uint4* dst = reinterpret_cast<uint4*>(p.h + static_cast<int64_t>(row0 + r) * p.h_stride + ntile * HC + c16 * 16);
-        dst[0] = u[0];
-        dst[1] = u[1];
-      }
+      store_h_tile<BM, HC, HS>(p, hs, e, row0, rows, ntile, tid);
     }
     __syncthreads();  // s_pair and the smem tile are rewritten by the next tile
   }

@@ -396,27 +396,7 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
       constexpr int HS = HC + 8;
       __nv_bfloat16* hs = reinterpret_cast<__nv_bfloat16*>(smem);
       __syncthreads();
-      const float a2 = p.a2_scale ? p.a2_scale[e] : 1.0f;
-      constexpr int SEG = HC / 16;
-      for (int sidx = tid; sidx < BM * SEG; sidx += kThreads) {
-        const int r = sidx / SEG, c16 = sidx - r * SEG;
-        if (r >= rows) continue;
-        const uint4* src = reinterpret_cast<const uint4*>(hs + r * HS + c16 * 16);
-        uint4 u[2] = {src[0], src[1]};
-        if (p.quant_out) {
-          float v[16];
-          const __nv_bfloat16* hb = reinterpret_cast<const __nv_bfloat16*>(u);
-#pragma unroll
-          for (int i = 0; i < 16; ++i) v[i] = __bfloat162float(hb[i]);
-          quantize_block16(v, a2);
-          __nv_bfloat16* ob = reinterpret_cast<__nv_bfloat16*>(u);
-#pragma unroll
-          for (int i = 0; i < 16; ++i) ob[i] = __float2bfloat16_rn(v[i]);
-        }
-        uint4* dst = reinterpret_cast<uint4*>(p.h + static_cast<int64_t>(row0 + r) * p.h_stride + ntile * HC + c16 * 16);
-        dst[0] = u[0];
-        dst[1] = u[1];
-      }
+      store_h_tile<BM, HC, HS>(p, hs, e, row0, rows, ntile, tid);
     }
     if (tid == 0) s_next[it & 1] = static_cast<int>(gridDim.x) + claim;
     __syncthreads();  // (also publishes s_next; the other slot is written only after the next barrier)
