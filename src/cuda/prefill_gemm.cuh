@@ -77,6 +77,39 @@ __device__ __forceinline__ uint32_t fp4x2_to_bf16x2(uint32_t w, uint32_t scale2)
   return *reinterpret_cast<uint32_t*>(&r);
 }
 
+// ---- the persistent tile loop's shared steps (both kernels) ----
+// Which expert, column block and token rows a tile is: tile_start[e] is the first tile of
+// expert e (its tiles are m-major: mtile * nt + ntile), offsets[e] its first slot.
+struct TileCoord {
+  int e, ntile, row0, rows;
+};
+template <int BM>
+__device__ __forceinline__ TileCoord tile_coord(const GemmParams& p, int tile) {
+  int lo = 0, hi = p.experts - 1;  // the last expert whose first tile is <= tile
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (p.tile_start[mid] <= tile) lo = mid; else hi = mid - 1;
+  }
+  const int local = tile - p.tile_start[lo];
+  const int mtile = local / p.nt;
+  TileCoord c;
+  c.e = lo;
+  c.ntile = local - mtile * p.nt;
+  c.row0 = p.offsets[lo] + mtile * BM;
+  c.rows = min(BM, p.offsets[lo + 1] - c.row0);
+  return c;
+}
+// FC2: the pair index and top-k weight of each of the tile's rows (-1 and 0 past its rows).
+template <int BM>
+__device__ __forceinline__ void stage_fc2_pairs(const GemmParams& p, const TileCoord& c, int tid, int* s_pair,
+                                                float* s_w) {
+  if (tid < BM) {
+    const int pr = tid < c.rows ? p.sorted_pair[c.row0 + tid] : -1;
+    s_pair[tid] = pr;
+    s_w[tid] = pr >= 0 ? p.topk_w[pr] : 0.0f;
+  }
+}
+
 // ---- the kernel ----
 // WM: warps along M (1 or 2); the 8 warps split the 128 weight rows in 8 / WM slices. With
 // WM = 1 every warp dequantizes a distinct 16-row weight slice (no redundant dequantization)
@@ -141,22 +174,9 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) grouped_gemm_kerne
   const int total = p.tile_start[p.experts];
 
   for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
-    int lo = 0, hi = p.experts - 1;  // the last expert whose first tile is <= tile
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (p.tile_start[mid] <= tile) lo = mid; else hi = mid - 1;
-    }
-    const int e = lo;
-    const int local = tile - p.tile_start[e];
-    const int mtile = local / p.nt, ntile = local - mtile * p.nt;
-    const int row0 = p.offsets[e] + mtile * BM;
-    const int rows = min(BM, p.offsets[e + 1] - row0);
-
-    if (EPI == kEpiFc2 && tid < BM) {
-      const int pr = tid < rows ? p.sorted_pair[row0 + tid] : -1;
-      s_pair[tid] = pr;
-      s_w[tid] = pr >= 0 ? p.topk_w[pr] : 0.0f;
-    }
+    const TileCoord tc = tile_coord<BM>(p, tile);
+    const int e = tc.e, ntile = tc.ntile, row0 = tc.row0, rows = tc.rows;
+    if constexpr (EPI == kEpiFc2) stage_fc2_pairs<BM>(p, tc, tid, s_pair, s_w);
     int a_row[AR];  // source row of A per loaded tile row, -1 past the expert's rows
 #pragma unroll
     for (int i = 0; i < AR; ++i) {

@@ -247,22 +247,9 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
   for (int tile = blockIdx.x, it = 0; tile < total; tile = s_next[it & 1], ++it) {
     int claim = 0;
     if (tid == 0) claim = atomicAdd(p.tile_claim, 1);
-    int lo = 0, hi = p.experts - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (p.tile_start[mid] <= tile) lo = mid; else hi = mid - 1;
-    }
-    const int e = lo;
-    const int local = tile - p.tile_start[e];
-    const int mtile = local / p.nt, ntile = local - mtile * p.nt;
-    const int row0 = p.offsets[e] + mtile * BM;
-    const int rows = min(BM, p.offsets[e + 1] - row0);
-
-    if (EPI == kEpiFc2 && tid < BM) {
-      const int pr = tid < rows ? p.sorted_pair[row0 + tid] : -1;
-      s_pair[tid] = pr;
-      s_w[tid] = pr >= 0 ? p.topk_w[pr] : 0.0f;
-    }
+    const TileCoord tc = tile_coord<BM>(p, tile);
+    const int e = tc.e, ntile = tc.ntile, row0 = tc.row0, rows = tc.rows;
+    if constexpr (EPI == kEpiFc2) stage_fc2_pairs<BM>(p, tc, tid, s_pair, s_w);
     // Per tile, once: each thread's source rows as 16-byte-unit offsets from p.a (its column
     // chunk included), so a stage's loads are an add and a wide multiply-add each. Rows in
     // [rows, BM) load the tile's first row again: the wgmma columns they feed are never
