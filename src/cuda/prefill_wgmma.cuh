@@ -184,6 +184,23 @@ __device__ __forceinline__ uint32_t opaque(uint32_t v) {
   return r;
 }
 
+// 16-byte cp.async issued only when pred holds (a predicated instruction, not a branch)
+__device__ __forceinline__ void cp_async16_s_if(uint32_t dst, const void* src, bool pred) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n@p cp.async.cg.shared.global [%0], [%1], 16;\n}\n" ::"r"(dst),
+               "l"(src), "r"(static_cast<int>(pred)));
+}
+// shared-memory loads at a 32-bit shared-window address (volatile: they stay after the barrier)
+__device__ __forceinline__ uint2 lds64(uint32_t a) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a));
+  return v;
+}
+__device__ __forceinline__ uint4 lds128(uint32_t a) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
+  return v;
+}
+
 // A fragment of one k16 step from the thread's two code words (rows g, g + 8) and scales.
 __device__ __forceinline__ void dequant_frag(uint32_t (&af)[4], int kb, uint32_t x0, uint32_t x1, uint32_t c0,
                                              uint32_t c1) {
@@ -269,32 +286,41 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
       a_off[i] = static_cast<uint32_t>(src_row) * static_cast<uint32_t>(p.a_stride / 8) + chunk;
     }
     const uint4* a_base = reinterpret_cast<const uint4*>(p.a);
-    const uint32_t wblock = (static_cast<uint32_t>(e) * p.nt + ntile) * p.kc;
     const uint4* w_base = reinterpret_cast<const uint4*>(p.w_codes);
     const uint4* s_base = reinterpret_cast<const uint4*>(p.w_scales);
     // opaque copies: kept in registers across the k-loop (the compiler otherwise recomputes the
     // shared window base and the thread index in every stage)
     const uint32_t a_dst = opaque(smem_addr(smem) + (tid >> 3) * 128 + ((chunk ^ ((tid >> 3) & 7)) << 4));
     const uint32_t w_dst = opaque(smem_addr(smem) + S::kBTile + tid * 16);
+    const uint32_t w_src = opaque(smem_addr(smem) + S::kBTile + nrow * 32 + q * 8);   // codes of rows nrow, + 8
+    const uint32_t s_src = opaque(smem_addr(smem) + S::kBTile + kBN * 32 + nrow * 16);  // their scales
 
-    auto load_stage = [&](int stage, int kc) {
-      const uint32_t so = stage * S::kStage;
-      const int sz = kc * kBK + chunk * 8 < p.a_cols ? 16 : 0;  // past K: zero-fill
-#pragma unroll
-      for (int i = 0; i < AR; ++i)
-        if (i < BM / 32 || tid < (BM % 32) * 8)  // the last, partial pass: its first rows
-          cp_async16_s(a_dst + so + i * 32 * 128, a_base + (a_off[i] + kc * (kBK / 8)), sz);
-      const uint32_t kb = wblock + kc;  // 16-byte units: codes 256, scales 128 per k-block
-      cp_async16_s(w_dst + so, w_base + (kb * (kBN * 2) + tid), 16);
-      if (tid < kBN) cp_async16_s(w_dst + so + kBN * 32, s_base + (kb * kBN + tid), 16);
-    };
-
+    // The loads run kDist stages ahead on running offsets: shared (the stage's offset), A
+    // (16-byte units past the thread's row offsets), codes and scales (16-byte units).
     const int KC = p.kc;
+    const uint32_t wblock = (static_cast<uint32_t>(e) * p.nt + ntile) * p.kc;
+    uint32_t l_so = 0, l_a = 0, l_w = wblock * (kBN * 2) + tid, l_s = wblock * kBN + tid;
+    int l_kc = 0, l_col = chunk * 8;
+    auto load_next = [&] {
+      if (l_kc < KC) {
+        const int sz = l_col < p.a_cols ? 16 : 0;  // past K: zero-fill
 #pragma unroll
-    for (int s = 0; s < S::kDist; ++s) {
-      if (s < KC) load_stage(s, s);
+        for (int i = 0; i < AR; ++i)
+          if (i < BM / 32 || tid < (BM % 32) * 8)  // the last, partial pass: its first rows
+            cp_async16_s(a_dst + l_so + i * 32 * 128, a_base + (a_off[i] + l_a), sz);
+        cp_async16_s(w_dst + l_so, w_base + l_w, 16);
+        cp_async16_s_if(w_dst + l_so + kBN * 32, s_base + l_s, tid < kBN);
+        l_so = l_so + S::kStage == S::kStages * S::kStage ? 0 : l_so + S::kStage;
+        l_a += kBK / 8;
+        l_w += kBN * 2;
+        l_s += kBN;
+        l_col += kBK;
+        ++l_kc;
+      }
       cp_async_commit();
-    }
+    };
+#pragma unroll
+    for (int s = 0; s < S::kDist; ++s) load_next();
     // One k-stage (64 K): wait for its data, issue the loads kDist stages ahead, read the codes,
     // retire the previous stage's wgmma group (it reads the A-fragment registers), dequantize,
     // issue four wgmmas as one group. One wgmma width per kernel: ptxas serializes every
@@ -307,22 +333,17 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
 #pragma unroll
       for (int i = 0; i < N / 2; ++i) acc[i] = 0.0f;
       uint32_t af[4][4];
-      int stage = 0, wstage = S::kDist;  // kc % kStages, (kc + kDist) % kStages
+      uint32_t so = 0;  // the stage's shared offset: (kc % kStages) * kStage
       for (int kc = 0; kc < KC; ++kc) {
         cp_async_wait<S::kDist - 1>();
         fence_proxy_async_smem();
         __syncthreads();  // stage kc landed for all; every group that read stage kc - 2 has retired
-        if (kc + S::kDist < KC) load_stage(wstage, kc + S::kDist);
-        cp_async_commit();
-        const uint8_t* sb = smem + stage * S::kStage + S::kBTile;
-        const uint8_t* ss = sb + kBN * 32;
-        const uint2 w0 = *reinterpret_cast<const uint2*>(sb + nrow * 32 + q * 8);
-        const uint2 w1 = *reinterpret_cast<const uint2*>(sb + (nrow + 8) * 32 + q * 8);
-        const uint4 s0 = *reinterpret_cast<const uint4*>(ss + nrow * 16);
-        const uint4 s1 = *reinterpret_cast<const uint4*>(ss + (nrow + 8) * 16);
+        load_next();
+        const uint2 w0 = lds64(w_src + so), w1 = lds64(w_src + so + 8 * 32);
+        const uint4 s0 = lds128(s_src + so), s1 = lds128(s_src + so + 8 * 16);
         // the descriptor's start address field is addr >> 4 (14 bits; no carry out of it:
         // shared addresses stay below 2^18)
-        const uint64_t desc = desc0 + static_cast<uint32_t>((stage * S::kStage) >> 4);
+        const uint64_t desc = desc0 + (so >> 4);
         wgmma_wait<0>();
 #pragma unroll
         for (int kb = 0; kb < 4; ++kb) {
@@ -339,8 +360,7 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
 #pragma unroll
         for (int kb = 0; kb < 4; ++kb) wgmma_rs<N>(acc, af[kb], desc + kb * 2);
         wgmma_commit();
-        stage = stage + 1 == S::kStages ? 0 : stage + 1;
-        wstage = wstage + 1 == S::kStages ? 0 : wstage + 1;
+        so = so + S::kStage == S::kStages * S::kStage ? 0 : so + S::kStage;
       }
       wgmma_wait<0>();
       cp_async_wait<0>();
