@@ -559,10 +559,12 @@ class PrefillKernel final : public MoeKernel {
   // (a host value: graph safe). From 100 rows on average the tallest tile: dequantization per
   // MMA row is least there (an H200 sweep of every preset at M = 4096 and 16384: 128 beat
   // every lower height by 5% to 40%). Below, with c ~ Poisson(a) rows on an expert (random
-  // routing), a height N costs E[ceil(c / N)] tiles of max(N, dq_rows_) + N / 4 row-units
-  // each: every tile dequantizes the expert's weights once (dq_rows_, in rows of MMA work,
-  // overlapping the MMA), and its MMA work is N rows whatever its fill. (The same sweep at
-  // M = 1024: this picks the fastest height, 80 for a = 64, 64 for a = 48, 48 for a = 32.)
+  // routing), a height N costs E[ceil(c / N)] tiles of max(N, dq_rows_) + N row-units each:
+  // every tile dequantizes the expert's weights once (dq_rows_, in rows of MMA work,
+  // overlapping the MMA), and its MMA work is N rows whatever its fill. (Sweeps at M = 1024 on
+  // an H200: this picks the fastest height, 80 for a = 64 (64 and 96 slower), 64 for a = 48, 40
+  // for a = 32 (32, 48, 56, 64 slower; 48 by 2-3% since the k-loop lost its per-stage address
+  // arithmetic, so the MMA weighs more: its weight here went from N / 4 to N).)
   int pick_tile_rows(int64_t np, int64_t E) const {
     if (force_rows_ > 0) {
       for (int i = 0; i < kWgTileCount; ++i)
@@ -583,7 +585,7 @@ class PrefillKernel final : public MoeKernel {
       const int n = kWgTileRows[i];
       double tiles = 0.0;
       for (int c = 1; c <= cmax; ++c) tiles += pmf[static_cast<size_t>(c)] * ((c + n - 1) / n);
-      const double cost = tiles * (std::max(static_cast<double>(n), dq_rows_) + 0.25 * n);
+      const double cost = tiles * (std::max(static_cast<double>(n), dq_rows_) + n);
       if (cost < best_cost * 0.999) {
         best_cost = cost;
         best = n;
