@@ -42,4 +42,8 @@ for step in "${@:-all}"; do
     *) ;;
   esac
 done
+# The device tool brings back at most 8 files from $OUT: the logs and the printed tables travel
+# as one archive next to the JSON results.
+(cd "$OUT" && files=$(ls -- *.log *.txt 2>/dev/null) && [ -n "$files" ] && tar czf logs.tgz $files && rm -f $files)
+echo "device-check: $([ $status = 0 ] && echo PASSED || echo FAILED)"
 exit $status
