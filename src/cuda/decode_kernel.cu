@@ -485,15 +485,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         uint4 o[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
         if (b * 16 < p.H) {
           const uint4* src = reinterpret_cast<const uint4*>(xr + b * 16);
-          uint4 v[2] = {src[0], src[1]};
-          const __nv_bfloat16* xv = reinterpret_cast<const __nv_bfloat16*>(v);
-          float f[16];
-#pragma unroll
-          for (int i = 0; i < 16; ++i) f[i] = __bfloat162float(xv[i]);
-          quantize_block16(f, is);
-          __nv_bfloat16* ov = reinterpret_cast<__nv_bfloat16*>(o);
-#pragma unroll
-          for (int i = 0; i < 16; ++i) ov[i] = __float2bfloat16_rn(f[i]);
+          o[0] = src[0], o[1] = src[1];
+          quantize_bf16_block16(o, is);
         }
         reinterpret_cast<uint4*>(dst + b * 16)[0] = o[0];
         reinterpret_cast<uint4*>(dst + b * 16)[1] = o[1];

@@ -78,5 +78,17 @@ __device__ __forceinline__ void quantize_block16(float (&v)[16], float input_sca
 #pragma unroll
   for (int i = 0; i < 16; ++i) v[i] = act_quant_value(v[i], s, input_scale);
 }
+// The same for a block of 16 bf16 values packed in two 16-byte words, quantized in place (the
+// quantized values are exact in bf16).
+__device__ __forceinline__ void quantize_bf16_block16(uint4 (&u)[2], float input_scale) {
+  float v[16];
+  const __nv_bfloat16* hb = reinterpret_cast<const __nv_bfloat16*>(u);
+#pragma unroll
+  for (int i = 0; i < 16; ++i) v[i] = __bfloat162float(hb[i]);
+  quantize_block16(v, input_scale);
+  __nv_bfloat16* ob = reinterpret_cast<__nv_bfloat16*>(u);
+#pragma unroll
+  for (int i = 0; i < 16; ++i) ob[i] = __float2bfloat16_rn(v[i]);
+}
 
 }  // namespace fp4moe::cuda

@@ -227,14 +227,7 @@ __global__ void quantize_input_kernel(const __nv_bfloat16* __restrict__ x, int H
   }
   const uint4* src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(t) * H + b * 16);
   uint4 u[2] = {src[0], src[1]};
-  float v[16];
-  const __nv_bfloat16* hb = reinterpret_cast<const __nv_bfloat16*>(u);
-#pragma unroll
-  for (int i = 0; i < 16; ++i) v[i] = __bfloat162float(hb[i]);
-  quantize_block16(v, is);
-  __nv_bfloat16* ob = reinterpret_cast<__nv_bfloat16*>(u);
-#pragma unroll
-  for (int i = 0; i < 16; ++i) ob[i] = __float2bfloat16_rn(v[i]);
+  quantize_bf16_block16(u, is);
   uint4* dst = reinterpret_cast<uint4*>(xq + static_cast<int64_t>(r) * H + b * 16);
   dst[0] = u[0];
   dst[1] = u[1];

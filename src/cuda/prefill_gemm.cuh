@@ -143,16 +143,7 @@ __device__ __forceinline__ void store_h_tile(const GemmParams& p, const __nv_bfl
     if (r >= rows) continue;
     const uint4* src = reinterpret_cast<const uint4*>(hs + r * HS + c16 * 16);
     uint4 u[2] = {src[0], src[1]};
-    if (p.quant_out) {
-      float v[16];
-      const __nv_bfloat16* hb = reinterpret_cast<const __nv_bfloat16*>(u);
-#pragma unroll
-      for (int i = 0; i < 16; ++i) v[i] = __bfloat162float(hb[i]);
-      quantize_block16(v, a2);
-      __nv_bfloat16* ob = reinterpret_cast<__nv_bfloat16*>(u);
-#pragma unroll
-      for (int i = 0; i < 16; ++i) ob[i] = __float2bfloat16_rn(v[i]);  // exact
-    }
+    if (p.quant_out) quantize_bf16_block16(u, a2);
     uint4* dst = reinterpret_cast<uint4*>(p.h + static_cast<int64_t>(row0 + r) * p.h_stride + ntile * HC + c16 * 16);
     dst[0] = u[0];
     dst[1] = u[1];
