@@ -129,58 +129,52 @@ __global__ void route_count_kernel(const int32_t* __restrict__ ids, int np, int 
 }
 
 // One block of kMaxExperts threads, thread e for expert e: exclusive prefix sums of the counts
-// and of the two GEMMs' tile counts. Integer sums are exact and associative, so the result is
-// the serial loop's whatever the order of the additions: warp shuffle scans, then each thread
-// adds the totals of the warps before its own.
+// and of the m tiles (token tiles of bm rows), then each expert's m-tile records {first slot,
+// e | rows << 16} (tile_coord). Integer sums are exact and associative, so the result is the
+// serial loop's whatever the order of the additions: warp shuffle scans, then each thread adds
+// the totals of the warps before its own.
 constexpr int kScanThreads = kMaxExperts;
 static_assert(kScanThreads % 32 == 0 && kScanThreads <= 1024, "route_scan_kernel: one block, whole warps");
+static_assert(kMaxExperts <= 0x10000, "an m-tile record holds the expert in 16 bits");
 __global__ void __launch_bounds__(kScanThreads)
-    route_scan_kernel(const int* __restrict__ counts, int E, int bm, int nt1, int nt2, int* __restrict__ offsets,
-                      int* __restrict__ cursor, int* __restrict__ tstart1, int* __restrict__ tstart2,
-                      int* __restrict__ claims) {
-  __shared__ int warp_sum[3][kScanThreads / 32];
+    route_scan_kernel(const int* __restrict__ counts, int E, int bm, int* __restrict__ offsets, int* __restrict__ cursor,
+                      int2* __restrict__ mtiles, int* __restrict__ n_mtiles, int* __restrict__ claims) {
+  __shared__ int warp_sum[2][kScanThreads / 32];
   const int e = threadIdx.x, lane = e & 31, warp = e >> 5;
   if (e < 2) claims[e] = 0;  // the FC1 and FC2 tile claim counters of this call
-  int c = 0, m1 = 0, m2 = 0;
+  int c = 0, mt = 0;
   if (e < E) {
     c = counts[e];
-    const int mt = (c + bm - 1) / bm;
-    m1 = mt * nt1;
-    m2 = mt * nt2;
+    mt = (c + bm - 1) / bm;
   }
-  int v0 = c, v1 = m1, v2 = m2;  // inclusive scans within the warp
+  int v0 = c, v1 = mt;  // inclusive scans within the warp
 #pragma unroll
   for (int d = 1; d < 32; d <<= 1) {
     const int u0 = __shfl_up_sync(0xffffffffu, v0, d);
     const int u1 = __shfl_up_sync(0xffffffffu, v1, d);
-    const int u2 = __shfl_up_sync(0xffffffffu, v2, d);
     if (lane >= d) {
       v0 += u0;
       v1 += u1;
-      v2 += u2;
     }
   }
   if (lane == 31) {
     warp_sum[0][warp] = v0;
     warp_sum[1][warp] = v1;
-    warp_sum[2][warp] = v2;
   }
   __syncthreads();
   for (int w = 0; w < warp; ++w) {
     v0 += warp_sum[0][w];
     v1 += warp_sum[1][w];
-    v2 += warp_sum[2][w];
   }
   if (e < E) {
-    offsets[e] = v0 - c;
-    cursor[e] = v0 - c;
-    tstart1[e] = v1 - m1;
-    tstart2[e] = v2 - m2;
+    const int off = v0 - c, m0 = v1 - mt;
+    offsets[e] = off;
+    cursor[e] = off;
+    for (int j = 0; j < mt; ++j) mtiles[m0 + j] = make_int2(off + j * bm, e | (min(bm, c - j * bm) << 16));
   }
   if (e == (E > 0 ? E - 1 : 0)) {  // the totals (every count from E on is 0)
     offsets[E] = v0;
-    tstart1[E] = v1;
-    tstart2[E] = v2;
+    n_mtiles[0] = v1;
   }
 }
 
@@ -374,8 +368,10 @@ class PrefillKernel final : public MoeKernel {
                          static_cast<int64_t>(std::max(codes1_.bytes(), codes2_.bytes()) / 16) < (1LL << 32),
                      "max_tokens * topk * hidden and the prepared weights", "< 2^32 16-byte units",
                      npmax * std::max<int64_t>(H, ih_) / 8);
-    meta_.alloc(static_cast<size_t>(5 * E + 5));
+    meta_.alloc(static_cast<size_t>(3 * E + 4));
     sorted_.alloc(static_cast<size_t>(npmax));
+    // m tiles of the shortest tile height (16 rows) at most: one per 16 pairs plus one per expert
+    mtiles_.alloc(static_cast<size_t>(npmax / 16 + E + 1));
     if (a4_) xq_.alloc(static_cast<size_t>((per_pair_quant_ ? npmax : max_tokens) * H));
     h_.alloc(static_cast<size_t>(npmax * ih_));
     term_.alloc(static_cast<size_t>(npmax * H));
@@ -413,7 +409,7 @@ class PrefillKernel final : public MoeKernel {
     return codes1_.bytes() + scales1_.bytes() + codes2_.bytes() + scales2_.bytes();
   }
   size_t workspace_bytes() const override {
-    return meta_.bytes() + sorted_.bytes() + xq_.bytes() + h_.bytes() + term_.bytes();
+    return meta_.bytes() + sorted_.bytes() + mtiles_.bytes() + xq_.bytes() + h_.bytes() + term_.bytes();
   }
   int64_t take_invalid_id_count() override {
     unsigned long long v = 0;
@@ -436,13 +432,12 @@ class PrefillKernel final : public MoeKernel {
     int* counts = meta_.p;
     int* cursor = counts + E;
     int* offsets = cursor + E;
-    int* tstart1 = offsets + E + 1;
-    int* tstart2 = tstart1 + E + 1;
-    int* claims = tstart2 + E + 1;  // [2] tile claims of the FC1 and FC2 GEMMs
+    int* n_mtiles = offsets + E + 1;
+    int* claims = n_mtiles + 1;  // [2] tile claims of the FC1 and FC2 GEMMs
     FP4MOE_CUDA_CHECK(cudaMemsetAsync(counts, 0, static_cast<size_t>(E) * sizeof(int), st));
     const int rblocks = (np + 255) / 256;
     route_count_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, counts, invalid_.p);
-    route_scan_kernel<<<1, kScanThreads, 0, st>>>(counts, E, bm, nt1_, nt2_, offsets, cursor, tstart1, tstart2, claims);
+    route_scan_kernel<<<1, kScanThreads, 0, st>>>(counts, E, bm, offsets, cursor, mtiles_.p, n_mtiles, claims);
     route_scatter_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, cursor, sorted_.p);
     FP4MOE_CUDA_CHECK(cudaGetLastError());
 
@@ -470,10 +465,9 @@ class PrefillKernel final : public MoeKernel {
     p1.nt = nt1_;
     p1.kc = kc1_;
     p1.sorted_pair = sorted_.p;
-    p1.offsets = offsets;
-    p1.tile_start = tstart1;
+    p1.mtiles = mtiles_.p;
+    p1.n_mtiles = n_mtiles;
     p1.tile_claim = claims;
-    p1.experts = E;
     p1.gscale = gs1_.p;
     p1.a2_scale = a2s_.p;
     p1.quant_out = a4_ ? 1 : 0;
@@ -496,10 +490,9 @@ class PrefillKernel final : public MoeKernel {
     p2.nt = nt2_;
     p2.kc = kc2_;
     p2.sorted_pair = sorted_.p;
-    p2.offsets = offsets;
-    p2.tile_start = tstart2;
+    p2.mtiles = mtiles_.p;
+    p2.n_mtiles = n_mtiles;
     p2.tile_claim = claims + 1;
-    p2.experts = E;
     p2.gscale = gs2_.p;
     p2.term = term_.p;
     p2.topk_w = wts;
@@ -627,6 +620,7 @@ class PrefillKernel final : public MoeKernel {
   DevArray<uint32_t> scales1_, scales2_;
   DevArray<float> gs1_, gs2_, a2s_, a13s_;
   DevArray<int> meta_, sorted_;
+  DevArray<int2> mtiles_;
   DevArray<__nv_bfloat16> xq_, h_;
   DevArray<float> term_;
   DevArray<unsigned long long> invalid_;

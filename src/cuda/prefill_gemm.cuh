@@ -44,10 +44,9 @@ struct GemmParams {
   int nt, kc;
   // schedule (device, written by the routing kernels of this call)
   const int* sorted_pair;  // [slots] pair index p = t * k + j
-  const int* offsets;      // [E + 1] first slot of each expert
-  const int* tile_start;   // [E + 1] first tile of each expert
+  const int2* mtiles;      // [m tiles] each expert's token tiles in expert order: {first slot, e | rows << 16}
+  const int* n_mtiles;     // [1] how many m tiles this call has (tiles = m tiles x nt)
   int* tile_claim;         // tiles past the first round are claimed from this counter (wgmma path)
-  int experts;
   const float* gscale;     // [E] fp32 epilogue scale, including 2^16
   // FC1 output
   const float* a2_scale;   // [E] dequant-direction FC2 input scale (W4A4), or null
@@ -77,26 +76,26 @@ __device__ __forceinline__ uint32_t fp4x2_to_bf16x2(uint32_t w, uint32_t scale2)
   return *reinterpret_cast<uint32_t*>(&r);
 }
 
+// SiLU of the prefill epilogues: the hardware's fast exp and division (a few ulp in fp32, before
+// h's bf16 rounding: far inside the tolerances). IEEE division would add a slow-path call per
+// value, whose calling convention makes the kernels keep their loop state in local memory.
+__device__ __forceinline__ float silu_fast(float g) { return __fdividef(g, 1.0f + __expf(-g)); }
+
 // ---- the persistent tile loop's shared steps (both kernels) ----
-// Which expert, column block and token rows a tile is: tile_start[e] is the first tile of
-// expert e (its tiles are m-major: mtile * nt + ntile), offsets[e] its first slot.
+// Which expert, column block and token rows a tile is: tiles are m-tile-major (tile = m * nt +
+// ntile), and the routing wrote each m tile's expert and slot range (one load: a tile's start
+// is one L2 round trip, not a search over the experts).
 struct TileCoord {
   int e, ntile, row0, rows;
 };
-template <int BM>
 __device__ __forceinline__ TileCoord tile_coord(const GemmParams& p, int tile) {
-  int lo = 0, hi = p.experts - 1;  // the last expert whose first tile is <= tile
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (p.tile_start[mid] <= tile) lo = mid; else hi = mid - 1;
-  }
-  const int local = tile - p.tile_start[lo];
-  const int mtile = local / p.nt;
+  const int m = tile / p.nt;
+  const int2 v = p.mtiles[m];
   TileCoord c;
-  c.e = lo;
-  c.ntile = local - mtile * p.nt;
-  c.row0 = p.offsets[lo] + mtile * BM;
-  c.rows = min(BM, p.offsets[lo + 1] - c.row0);
+  c.e = v.y & 0xFFFF;
+  c.rows = v.y >> 16;
+  c.row0 = v.x;
+  c.ntile = tile - m * p.nt;
   return c;
 }
 // FC2: the pair index and top-k weight of each of the tile's rows (-1 and 0 past its rows).
@@ -162,10 +161,10 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) grouped_gemm_kerne
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / S::kWarpsN, wn = warp % S::kWarpsN;
-  const int total = p.tile_start[p.experts];
+  const int total = p.n_mtiles[0] * p.nt;
 
   for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
-    const TileCoord tc = tile_coord<BM>(p, tile);
+    const TileCoord tc = tile_coord(p, tile);
     const int e = tc.e, ntile = tc.ntile, row0 = tc.row0, rows = tc.rows;
     if constexpr (EPI == kEpiFc2) stage_fc2_pairs<BM>(p, tc, tid, s_pair, s_w);
     int a_row[AR];  // source row of A per loaded tile row, -1 past the expert's rows
@@ -299,7 +298,7 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) grouped_gemm_kerne
             const float y0 = acc[mt][j][hf * 2] * g, y1 = acc[mt][j][hf * 2 + 1] * g;
             if constexpr (EPI == kEpiSwiGLU) {
               // prepared rows interleave gate (even) and up (odd) of one intermediate index
-              const float hv = (y0 / (1.0f + expf(-y0))) * y1;
+              const float hv = silu_fast(y0) * y1;
               hs[r * HS + (cl >> 1)] = __float2bfloat16_rn(hv);
             } else {
               const float r0 = y0 > 0.0f ? y0 : 0.0f, r1 = y1 > 0.0f ? y1 : 0.0f;

@@ -247,6 +247,12 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
 #ifdef FP4MOE_PREFILL_WGMMA
   using S = WgShape<BM>;
   constexpr int AR = (BM + 31) / 32;  // token rows per thread per stage (thread t: rows t / 8 + 32 i)
+  // FC1's epilogue stages its h tile in the first kEpiSlots pipeline slots; the next tile's
+  // first stages go to the slots after them, so they load while this tile's epilogue runs.
+  constexpr int HC = EPI == kEpiSwiGLU ? kBN / 2 : kBN;  // h columns per FC1 tile
+  constexpr int HS = HC + 8;                             // padded h row in shared memory (elements)
+  constexpr int kEpiSlots = EPI == kEpiFc2 ? 0 : (BM * HS * 2 + S::kStage - 1) / S::kStage;
+  static_assert(kEpiSlots + S::kDist <= S::kStages, "the epilogue tile and the next tile's first stages overlap");
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
   int* s_pair = reinterpret_cast<int*>(smem + S::kStages * S::kStage);
@@ -255,158 +261,205 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wg = warp >> 2, w4 = warp & 3, g = lane >> 2, q = lane & 3;
   const int nrow = wg * 64 + w4 * 16 + g;  // this thread's weight rows: nrow, nrow + 8
-  const int total = p.tile_start[p.experts];
+  const int total = p.n_mtiles[0] * p.nt;
+  if (static_cast<int>(blockIdx.x) >= total) return;
 
-  // Persistent: the first round of tiles is static (tile = CTA), then each CTA claims its next
-  // tile from a counter when it starts one (read once the tile is done: the atomic's round trip
-  // hides behind it), so CTAs whose tiles ran fast take more.
-  __shared__ int s_next[2];
-  for (int tile = blockIdx.x, it = 0; tile < total; tile = s_next[it & 1], ++it) {
-    int claim = 0;
-    if (tid == 0) claim = atomicAdd(p.tile_claim, 1);
-    const TileCoord tc = tile_coord<BM>(p, tile);
-    const int e = tc.e, ntile = tc.ntile, row0 = tc.row0, rows = tc.rows;
-    if constexpr (EPI == kEpiFc2) stage_fc2_pairs<BM>(p, tc, tid, s_pair, s_w);
-    // Per tile, once: each thread's source rows as 16-byte-unit offsets from p.a (its column
-    // chunk included), so a stage's loads are an add and a wide multiply-add each. Rows in
-    // [rows, BM) load the tile's first row again: the wgmma columns they feed are never
-    // stored, and the columns of a product are independent. (K past a_cols is zero-filled for
-    // every row: those products do reach stored columns.)
-    const int chunk = tid & 7;
-    uint32_t a_off[AR];
+  const int chunk = tid & 7;
+  const uint4* a_base = reinterpret_cast<const uint4*>(p.a);
+  const uint4* w_base = reinterpret_cast<const uint4*>(p.w_codes);
+  const uint4* s_base = reinterpret_cast<const uint4*>(p.w_scales);
+  // opaque copies: kept in registers across the k-loop (the compiler otherwise recomputes the
+  // shared window base and the thread index in every stage)
+  const uint32_t a_dst = opaque(smem_addr(smem) + (tid >> 3) * 128 + ((chunk ^ ((tid >> 3) & 7)) << 4));
+  const uint32_t w_dst = opaque(smem_addr(smem) + S::kBTile + tid * 16);
+  const uint32_t w_src = opaque(smem_addr(smem) + S::kBTile + nrow * 32 + q * 8);   // codes of rows nrow, + 8
+  const uint32_t s_src = opaque(smem_addr(smem) + S::kBTile + kBN * 32 + nrow * 16);  // their scales
+  const uint64_t desc0 = smem_desc_sw128(smem_addr(smem));
+  const int KC = p.kc;
+
+  // The loads of the tile being loaded run kDist stages ahead of the k-loop on running
+  // offsets: shared (the stage's slot offset), A (16-byte units past the thread's row
+  // offsets), codes and scales (16-byte units).
+  uint32_t a_off[AR];
+  uint32_t l_so = 0, l_a = 0, l_w = 0, l_s = 0;
+  int l_kc = 0, l_col = 0;
+  auto load_next = [&] {
+    if (l_kc < KC) {
+      const int sz = l_col < p.a_cols ? 16 : 0;  // past K: zero-fill
+#pragma unroll
+      for (int i = 0; i < AR; ++i)
+        if (i < BM / 32 || tid < (BM % 32) * 8)  // the last, partial pass: its first rows
+          cp_async16_s(a_dst + l_so + i * 32 * 128, a_base + (a_off[i] + l_a), sz);
+      cp_async16_s(w_dst + l_so, w_base + l_w, 16);
+      cp_async16_s_if(w_dst + l_so + kBN * 32, s_base + l_s, tid < kBN);
+      l_so = l_so + S::kStage == S::kStages * S::kStage ? 0 : l_so + S::kStage;
+      l_a += kBK / 8;
+      l_w += kBN * 2;
+      l_s += kBN;
+      l_col += kBK;
+      ++l_kc;
+    }
+    cp_async_commit();
+  };
+  // A tile's start: each thread's source rows as 16-byte-unit offsets from p.a (its column
+  // chunk included), so a stage's loads are an add and a wide multiply-add each, and its
+  // first kDist stages from pipeline slot `slot` on. Rows in [rows, BM) load the tile's first
+  // row again: the wgmma columns they feed are never stored, and the columns of a product are
+  // independent. (K past a_cols is zero-filled for every row: those products do reach stored
+  // columns.)
+  // The tile's coordinates and epilogue scale wait in shared memory (slot `par`, the tile's
+  // parity) for its epilogue: fewer registers live across the k-loop.
+  __shared__ int4 s_tc[2];
+  __shared__ float s_gsc[2];
+  auto start_tile = [&](const TileCoord& c, int slot, int par) {
+    if (tid == 0) {
+      s_tc[par] = make_int4(c.e, c.ntile, c.row0, c.rows);
+      s_gsc[par] = p.gscale[c.e];
+    }
 #pragma unroll
     for (int i = 0; i < AR; ++i) {
       const int r = (tid >> 3) + 32 * i;
-      const int slot = row0 + (r < rows ? r : 0);
-      int src_row = slot;
+      const int sl = c.row0 + (r < c.rows ? r : 0);
+      int src_row = sl;
       if (p.a_row_mode != 2) {
-        const int pr = p.sorted_pair[slot];
+        const int pr = p.sorted_pair[sl];
         src_row = p.a_row_mode == 0 ? pr / p.topk : pr;
       }
       a_off[i] = static_cast<uint32_t>(src_row) * static_cast<uint32_t>(p.a_stride / 8) + chunk;
     }
-    const uint4* a_base = reinterpret_cast<const uint4*>(p.a);
-    const uint4* w_base = reinterpret_cast<const uint4*>(p.w_codes);
-    const uint4* s_base = reinterpret_cast<const uint4*>(p.w_scales);
-    // opaque copies: kept in registers across the k-loop (the compiler otherwise recomputes the
-    // shared window base and the thread index in every stage)
-    const uint32_t a_dst = opaque(smem_addr(smem) + (tid >> 3) * 128 + ((chunk ^ ((tid >> 3) & 7)) << 4));
-    const uint32_t w_dst = opaque(smem_addr(smem) + S::kBTile + tid * 16);
-    const uint32_t w_src = opaque(smem_addr(smem) + S::kBTile + nrow * 32 + q * 8);   // codes of rows nrow, + 8
-    const uint32_t s_src = opaque(smem_addr(smem) + S::kBTile + kBN * 32 + nrow * 16);  // their scales
-
-    // The loads run kDist stages ahead on running offsets: shared (the stage's offset), A
-    // (16-byte units past the thread's row offsets), codes and scales (16-byte units).
-    const int KC = p.kc;
-    const uint32_t wblock = (static_cast<uint32_t>(e) * p.nt + ntile) * p.kc;
-    uint32_t l_so = 0, l_a = 0, l_w = wblock * (kBN * 2) + tid, l_s = wblock * kBN + tid;
-    int l_kc = 0, l_col = chunk * 8;
-    auto load_next = [&] {
-      if (l_kc < KC) {
-        const int sz = l_col < p.a_cols ? 16 : 0;  // past K: zero-fill
-#pragma unroll
-        for (int i = 0; i < AR; ++i)
-          if (i < BM / 32 || tid < (BM % 32) * 8)  // the last, partial pass: its first rows
-            cp_async16_s(a_dst + l_so + i * 32 * 128, a_base + (a_off[i] + l_a), sz);
-        cp_async16_s(w_dst + l_so, w_base + l_w, 16);
-        cp_async16_s_if(w_dst + l_so + kBN * 32, s_base + l_s, tid < kBN);
-        l_so = l_so + S::kStage == S::kStages * S::kStage ? 0 : l_so + S::kStage;
-        l_a += kBK / 8;
-        l_w += kBN * 2;
-        l_s += kBN;
-        l_col += kBK;
-        ++l_kc;
-      }
-      cp_async_commit();
-    };
+    const uint32_t wblock = (static_cast<uint32_t>(c.e) * p.nt + c.ntile) * p.kc;
+    l_so = slot * S::kStage;
+    l_a = 0;
+    l_w = wblock * (kBN * 2) + tid;
+    l_s = wblock * kBN + tid;
+    l_kc = 0;
+    l_col = chunk * 8;
 #pragma unroll
     for (int s = 0; s < S::kDist; ++s) load_next();
+  };
+
+  // Persistent: the first round of tiles is static (tile = CTA), then each CTA claims its next
+  // tile from a counter when it starts one (read once the tile's k-loop is done: the atomic's
+  // round trip hides behind it), so CTAs whose tiles ran fast take more. The next tile's start
+  // (its coordinates, row offsets and first kDist stages) is issued before this tile's
+  // epilogue, so its latency hides behind the epilogue.
+  __shared__ int s_next[2];
+  int tile = blockIdx.x;
+  {
+    const TileCoord tc = tile_coord(p, tile);
+    if constexpr (EPI == kEpiFc2) stage_fc2_pairs<BM>(p, tc, tid, s_pair, s_w);
+    start_tile(tc, 0, 0);
+  }
+  uint32_t so = 0;  // the shared offset of the k-loop's stage: its slot x kStage
+  for (int it = 0;; ++it) {
+    int claim = 0;
+    if (tid == 0) claim = atomicAdd(p.tile_claim, 1);
     // One k-stage (64 K): wait for its data, issue the loads kDist stages ahead, read the codes,
     // retire the previous stage's wgmma group (it reads the A-fragment registers), dequantize,
     // issue four wgmmas as one group. One wgmma width per kernel: ptxas serializes every
     // wgmma of a kernel that holds two widths (C7511/C7512, register resources).
-    const uint64_t desc0 = smem_desc_sw128(smem_addr(smem));
-    const float gsc = p.gscale[e];
-    {
-      constexpr int N = BM;
-      float acc[N / 2];
+    constexpr int N = BM;
+    float acc[N / 2];
 #pragma unroll
-      for (int i = 0; i < N / 2; ++i) acc[i] = 0.0f;
-      uint32_t af[4][4];
-      uint32_t so = 0;  // the stage's shared offset: (kc % kStages) * kStage
-      for (int kc = 0; kc < KC; ++kc) {
-        cp_async_wait<S::kDist - 1>();
-        fence_proxy_async_smem();
-        __syncthreads();  // stage kc landed for all; every group that read stage kc - 2 has retired
-        load_next();
-        const uint2 w0 = lds64(w_src + so), w1 = lds64(w_src + so + 8 * 32);
-        const uint4 s0 = lds128(s_src + so), s1 = lds128(s_src + so + 8 * 16);
-        // the descriptor's start address field is addr >> 4 (14 bits; no carry out of it:
-        // shared addresses stay below 2^18)
-        const uint64_t desc = desc0 + (so >> 4);
-        wgmma_wait<0>();
-#pragma unroll
-        for (int kb = 0; kb < 4; ++kb) {
-          const uint32_t x0 = kb < 2 ? w0.x : w0.y, x1 = kb < 2 ? w1.x : w1.y;
-          const uint32_t c0 = kb == 0 ? s0.x : kb == 1 ? s0.y : kb == 2 ? s0.z : s0.w;
-          const uint32_t c1 = kb == 0 ? s1.x : kb == 1 ? s1.y : kb == 2 ? s1.z : s1.w;
-          dequant_frag(af[kb], kb, x0, x1, c0, c1);
-        }
-#pragma unroll
-        for (int kb = 0; kb < 4; ++kb)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) fence_operand(af[kb][i]);
-        wgmma_fence();
-#pragma unroll
-        for (int kb = 0; kb < 4; ++kb) wgmma_rs<N>(acc, af[kb], desc + kb * 2);
-        wgmma_commit();
-        so = so + S::kStage == S::kStages * S::kStage ? 0 : so + S::kStage;
-      }
+    for (int i = 0; i < N / 2; ++i) acc[i] = 0.0f;
+    uint32_t af[4][4];
+    for (int kc = 0; kc < KC; ++kc) {
+      cp_async_wait<S::kDist - 1>();
+      fence_proxy_async_smem();
+      __syncthreads();  // stage kc landed for all; every group that read stage kc - 2 has retired
+      load_next();
+      const uint2 w0 = lds64(w_src + so), w1 = lds64(w_src + so + 8 * 32);
+      const uint4 s0 = lds128(s_src + so), s1 = lds128(s_src + so + 8 * 16);
+      // the descriptor's start address field is addr >> 4 (14 bits; no carry out of it:
+      // shared addresses stay below 2^18)
+      const uint64_t desc = desc0 + (so >> 4);
       wgmma_wait<0>();
-      cp_async_wait<0>();
-      __syncthreads();  // the pipeline buffers become the epilogue tile
-
+#pragma unroll
+      for (int kb = 0; kb < 4; ++kb) {
+        const uint32_t x0 = kb < 2 ? w0.x : w0.y, x1 = kb < 2 ? w1.x : w1.y;
+        const uint32_t c0 = kb == 0 ? s0.x : kb == 1 ? s0.y : kb == 2 ? s0.z : s0.w;
+        const uint32_t c1 = kb == 0 ? s1.x : kb == 1 ? s1.y : kb == 2 ? s1.z : s1.w;
+        dequant_frag(af[kb], kb, x0, x1, c0, c1);
+      }
+#pragma unroll
+      for (int kb = 0; kb < 4; ++kb)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) fence_operand(af[kb][i]);
+      wgmma_fence();
+#pragma unroll
+      for (int kb = 0; kb < 4; ++kb) wgmma_rs<N>(acc, af[kb], desc + kb * 2);
+      wgmma_commit();
+      so = so + S::kStage == S::kStages * S::kStage ? 0 : so + S::kStage;
+    }
+    wgmma_wait<0>();
+    cp_async_wait<0>();  // (the groups past the tile's last stage are empty)
+    if (tid == 0) s_next[it & 1] = static_cast<int>(gridDim.x) + claim;
+    __syncthreads();  // every wgmma of the tile has retired: the ring is free; s_next is published
+    const int next = s_next[it & 1];
+    const int4 cur = s_tc[it & 1];  // this tile: e, ntile, row0, rows
+    const float gsc = s_gsc[it & 1];
+    TileCoord nc{};
+    int n_pair = -1;
+    float n_w = 0.0f;
+    if (next < total) {
+      nc = tile_coord(p, next);
       if constexpr (EPI == kEpiFc2) {
+        if (tid < BM) {  // the next tile's pairs: stored to s_pair / s_w once this epilogue is done
+          n_pair = tid < nc.rows ? p.sorted_pair[nc.row0 + tid] : -1;
+          n_w = n_pair >= 0 ? p.topk_w[n_pair] : 0.0f;
+        }
+      }
+      if constexpr (EPI == kEpiFc2) start_tile(nc, kEpiSlots, (it + 1) & 1);  // (FC1: once its accumulators are in shared memory)
+    }
+    so = kEpiSlots * S::kStage;
+
+    if constexpr (EPI == kEpiFc2) {
+      const int col = cur.y * kBN + nrow;
+      const bool ok0 = col < p.out_cols, ok1 = col + 8 < p.out_cols;
 #pragma unroll
-        for (int j = 0; j < N / 8; ++j)
+      for (int j = 0; j < N / 8; ++j)
 #pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const int tok = 8 * j + 2 * q + (c & 1);
-            const int col = ntile * kBN + nrow + (c >> 1) * 8;
-            if (tok < rows && col < p.out_cols)
-              p.term[static_cast<int64_t>(s_pair[tok]) * p.out_cols + col] = s_w[tok] * (acc[j * 4 + c] * gsc);
+        for (int c = 0; c < 2; ++c) {
+          const int tok = 8 * j + 2 * q + c;
+          if (tok < cur.w) {
+            float* dst = p.term + static_cast<int64_t>(s_pair[tok]) * p.out_cols + col;
+            const float w = s_w[tok];
+            if (ok0) dst[0] = w * (acc[j * 4 + c] * gsc);
+            if (ok1) dst[8] = w * (acc[j * 4 + 2 + c] * gsc);
           }
-      } else {
-        constexpr int HC = EPI == kEpiSwiGLU ? kBN / 2 : kBN;
-        constexpr int HS = HC + 8;
-        __nv_bfloat16* hs = reinterpret_cast<__nv_bfloat16*>(smem);
+        }
+    } else {
+      __nv_bfloat16* hs = reinterpret_cast<__nv_bfloat16*>(smem);
 #pragma unroll
-        for (int j = 0; j < N / 8; ++j)
+      for (int j = 0; j < N / 8; ++j)
 #pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int tok = 8 * j + 2 * q + c;
-            if constexpr (EPI == kEpiSwiGLU) {
-              const float y0 = acc[j * 4 + c] * gsc, y1 = acc[j * 4 + 2 + c] * gsc;  // gate, up
-              const float hv = (y0 / (1.0f + expf(-y0))) * y1;
-              hs[tok * HS + (wg * 32 + w4 * 8 + g)] = __float2bfloat16_rn(hv);
-            } else {
-              const float y0 = acc[j * 4 + c] * gsc, y1 = acc[j * 4 + 2 + c] * gsc;
-              const float r0 = y0 > 0.0f ? y0 : 0.0f, r1 = y1 > 0.0f ? y1 : 0.0f;
-              hs[tok * HS + nrow] = __float2bfloat16_rn(r0 * r0);
-              hs[tok * HS + nrow + 8] = __float2bfloat16_rn(r1 * r1);
-            }
+        for (int c = 0; c < 2; ++c) {
+          const int tok = 8 * j + 2 * q + c;
+          if constexpr (EPI == kEpiSwiGLU) {
+            const float y0 = acc[j * 4 + c] * gsc, y1 = acc[j * 4 + 2 + c] * gsc;  // gate, up
+            const float hv = silu_fast(y0) * y1;
+            hs[tok * HS + (wg * 32 + w4 * 8 + g)] = __float2bfloat16_rn(hv);
+          } else {
+            const float y0 = acc[j * 4 + c] * gsc, y1 = acc[j * 4 + 2 + c] * gsc;
+            const float r0 = y0 > 0.0f ? y0 : 0.0f, r1 = y1 > 0.0f ? y1 : 0.0f;
+            hs[tok * HS + nrow] = __float2bfloat16_rn(r0 * r0);
+            hs[tok * HS + nrow + 8] = __float2bfloat16_rn(r1 * r1);
           }
+        }
+      if (next < total) start_tile(nc, kEpiSlots, (it + 1) & 1);
+      __syncthreads();
+      store_h_tile<BM, HC, HS>(p, hs, cur.x, cur.z, cur.w, cur.y, tid);
+    }
+    if (next >= total) break;
+    __syncthreads();  // this epilogue's reads of s_pair (FC2) are done before the next tile's are stored
+    if constexpr (EPI == kEpiFc2) {
+      if (tid < BM) {
+        s_pair[tid] = n_pair;
+        s_w[tid] = n_w;
       }
     }
-    if constexpr (EPI != kEpiFc2) {
-      constexpr int HC = EPI == kEpiSwiGLU ? kBN / 2 : kBN;
-      constexpr int HS = HC + 8;
-      __nv_bfloat16* hs = reinterpret_cast<__nv_bfloat16*>(smem);
-      __syncthreads();
-      store_h_tile<BM, HC, HS>(p, hs, e, row0, rows, ntile, tid);
-    }
-    if (tid == 0) s_next[it & 1] = static_cast<int>(gridDim.x) + claim;
-    __syncthreads();  // (also publishes s_next; the other slot is written only after the next barrier)
+    // (the next k-loop's first barrier orders this epilogue's shared reads before its loads
+    // refill the epilogue slots, and the s_pair / s_w stores before the next epilogue)
   }
 #endif
 }
