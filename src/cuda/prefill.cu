@@ -5,8 +5,9 @@
 //   1. route_count / route_scan / route_scatter: group the routed pairs by expert on the GPU
 //      (per-expert counts, slot offsets, tile schedule); ids outside [0, E) are counted in a
 //      device flag and skipped.
-//   2. W4A4 only: quantize the FC1 input per 16-block (per token when every expert shares one
-//      a13_scale, per pair otherwise).
+//   2. stage the FC1 input in slot order (one row per routed pair, grouped by expert), in W4A4
+//      quantized per 16-block with the pair's expert's a13_scale: both GEMMs read their A rows
+//      as contiguous slot ranges (the wgmma path with TMA boxes).
 //   3. FC1 grouped GEMM over all experts' tiles (persistent), activation + bf16 rounding (+ W4A4
 //      re-quantization) fused into its epilogue, h written per slot.
 //   4. FC2 grouped GEMM, epilogue writes term[p] = w[p] * z[p] in fp32.
@@ -17,13 +18,15 @@
 //          mma B fragment finds its 16 codes in bytes [8q, 8q + 8), two words of 8 codes whose
 //          bits are scattered for a rotate-and-mask dequantization (fp4_bits.hpp, the same
 //          as the decode layout's)
-//   scales [E][nt][kc][128 rows][4]: bf16x2 pairs of (e4m3 block scale * 2^110)
+//   scales [E][nt][kc][128 rows][4 bf16]: e4m3 block scale * 2^110 for the chunk's four 16-blocks
 // FC1 rows are reordered for SwiGLU: mma.sync path, each (gate, up) pair in adjacent rows;
 // wgmma path (sm_90a, prefill_wgmma.cuh, chosen at construction on Hopper when the loaded
 // binary is sm_90a), per 16-row block 8 gate rows then their 8 up rows. The wgmma path's tile
 // height (16..128 token rows, its MMA width) is picked per call from T * k / E
 // (pick_tile_rows); the mma.sync path's is 64 or 128.
+#include <cuda.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>
 
 #include <algorithm>
 #include <cmath>
@@ -91,7 +94,7 @@ __global__ void prepare_scales_kernel(const uint8_t* __restrict__ src_scale, con
     const int r = static_cast<int>(rest % (nt * 128LL));
     const int64_t e = rest / (nt * 128LL);
     const int sr = row_map[r];
-    uint32_t out[4];
+    uint32_t out[2] = {0, 0};
     for (int kb = 0; kb < 4; ++kb) {
       const int64_t k = static_cast<int64_t>(c) * kBK + kb * 16;
       float s = 0.0f;
@@ -103,11 +106,11 @@ __global__ void prepare_scales_kernel(const uint8_t* __restrict__ src_scale, con
       const uint32_t bits = __float_as_uint(sv);
       uint32_t b16 = bits >> 16;                    // exact (low bits are zero) or NaN
       if (sv != sv) b16 = 0x7fc0u;
-      out[kb] = b16 | (b16 << 16);
+      out[kb >> 1] |= b16 << (16 * (kb & 1));
     }
     const int nt_i = r / 128, rl = r % 128;
-    uint32_t* d = dst + (((e * nt + nt_i) * kc + c) * 128 + rl) * 4;
-    reinterpret_cast<uint4*>(d)[0] = make_uint4(out[0], out[1], out[2], out[3]);
+    uint32_t* d = dst + (((e * nt + nt_i) * kc + c) * 128 + rl) * 2;
+    reinterpret_cast<uint2*>(d)[0] = make_uint2(out[0], out[1]);
   }
 }
 
@@ -201,30 +204,51 @@ __global__ void route_scatter_kernel(const int32_t* __restrict__ ids, int np, in
   if (e >= 0) sorted_pair[base[e] + rank] = p;
 }
 
-// ---- W4A4 FC1 input quantization: one thread per 16-block ----
-__global__ void quantize_input_kernel(const __nv_bfloat16* __restrict__ x, int H, int topk, int rows,
-                                      const int32_t* __restrict__ ids, int E, const float* __restrict__ a13,
-                                      int per_pair, __nv_bfloat16* __restrict__ xq) {
+// ---- FC1 input staging: one thread per (slot, 16-block) ----
+// xs[slot] = x[token of the slot's pair], in W4A4 quantized with the expert's a13_scale (or the
+// one shared scale). Slots past the valid pairs (offsets[E]) are left alone.
+__global__ void stage_input_kernel(const __nv_bfloat16* __restrict__ x, int H, int topk, int np,
+                                   const int* __restrict__ sorted_pair, const int* __restrict__ offsets, int E,
+                                   const int32_t* __restrict__ ids, const float* __restrict__ a13, int quant,
+                                   int per_expert, __nv_bfloat16* __restrict__ xs) {
   const int nb = H / 16;
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<int64_t>(rows) * nb) return;
-  const int r = static_cast<int>(idx / nb), b = static_cast<int>(idx % nb);
-  float is = 1.0f;
-  int t = r;
-  if (per_pair) {
-    const int e = ids[r];
-    if (e < 0 || e >= E) return;
-    is = a13 ? a13[e] : 1.0f;
-    t = r / topk;
-  } else if (a13) {
-    is = a13[0];
-  }
-  const uint4* src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(t) * H + b * 16);
+  if (idx >= static_cast<int64_t>(np) * nb) return;
+  const int slot = static_cast<int>(idx / nb), b = static_cast<int>(idx % nb);
+  if (slot >= offsets[E]) return;
+  const int pr = sorted_pair[slot];
+  const uint4* src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(pr / topk) * H + b * 16);
   uint4 u[2] = {src[0], src[1]};
-  quantize_bf16_block16(u, is);
-  uint4* dst = reinterpret_cast<uint4*>(xq + static_cast<int64_t>(r) * H + b * 16);
+  if (quant) quantize_bf16_block16(u, a13 ? a13[per_expert ? ids[pr] : 0] : 1.0f);
+  uint4* dst = reinterpret_cast<uint4*>(xs + static_cast<int64_t>(slot) * H + b * 16);
   dst[0] = u[0];
   dst[1] = u[1];
+}
+
+// A TMA map of a [rows][cols] bf16 row-major buffer in boxes of 64 columns x box_rows rows,
+// 128-byte swizzled in shared memory (the wgmma kernel's B-tile layout); out-of-range reads
+// give zeros.
+CUtensorMap make_row_map(const void* base, int64_t rows, int64_t cols, int box_rows) {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    FP4MOE_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+    if (fn == nullptr || q != cudaDriverEntryPointSuccess)
+      throw Error("prefill: the CUDA driver does not provide cuTensorMapEncodeTiled (needed by the sm_90a kernels)");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  CUtensorMap m{};
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * 2};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kBK), static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dims, strides, box, elem,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw Error("prefill: cuTensorMapEncodeTiled failed (error " + std::to_string(static_cast<int>(r)) + ") for a [" +
+                std::to_string(rows) + "][" + std::to_string(cols) + "] bf16 buffer, box rows " + std::to_string(box_rows));
+  return m;
 }
 
 // ---- combine: 4 outputs per thread, the reference's order ----
@@ -327,9 +351,9 @@ class PrefillKernel final : public MoeKernel {
     for (int64_t r = 0; r < H; ++r) map2[static_cast<size_t>(r)] = static_cast<int>(r);
 
     codes1_.alloc(static_cast<size_t>(E) * nt1_ * kc1_ * kBN * 32);
-    scales1_.alloc(static_cast<size_t>(E) * nt1_ * kc1_ * kBN * 4);
+    scales1_.alloc(static_cast<size_t>(E) * nt1_ * kc1_ * kBN * 2);
     codes2_.alloc(static_cast<size_t>(E) * nt2_ * kc2_ * kBN * 32);
-    scales2_.alloc(static_cast<size_t>(E) * nt2_ * kc2_ * kBN * 4);
+    scales2_.alloc(static_cast<size_t>(E) * nt2_ * kc2_ * kBN * 2);
     prepare(w.w13, w.w13_scale, where, map1, N1, H, nt1_, kc1_, codes1_.p, scales1_.p);
     prepare(w.w2, w.w2_scale, where, map2, H, I, nt2_, kc2_, codes2_.p, scales2_.p);
 
@@ -372,8 +396,17 @@ class PrefillKernel final : public MoeKernel {
     sorted_.alloc(static_cast<size_t>(npmax));
     // m tiles of the shortest tile height (16 rows) at most: one per 16 pairs plus one per expert
     mtiles_.alloc(static_cast<size_t>(npmax / 16 + E + 1));
-    if (a4_) xq_.alloc(static_cast<size_t>((per_pair_quant_ ? npmax : max_tokens) * H));
+    xs_.alloc(static_cast<size_t>(npmax * H));
     h_.alloc(static_cast<size_t>(npmax * ih_));
+    // zeroed once: a tile's rows past its expert read whatever the buffers hold (their products
+    // are never stored), and never uninitialized memory
+    FP4MOE_CUDA_CHECK(cudaMemset(xs_.p, 0, xs_.bytes()));
+    FP4MOE_CUDA_CHECK(cudaMemset(h_.p, 0, h_.bytes()));
+    if (use_wgmma_)
+      for (int i = 0; i < kWgTileCount; ++i) {
+        map1_[i] = make_row_map(xs_.p, npmax, H, kWgTileRows[i]);
+        map2_[i] = make_row_map(h_.p, npmax, ih_, kWgTileRows[i]);
+      }
     term_.alloc(static_cast<size_t>(npmax * H));
     invalid_.alloc(1);
     FP4MOE_CUDA_CHECK(cudaMemset(invalid_.p, 0, sizeof(unsigned long long)));
@@ -409,7 +442,7 @@ class PrefillKernel final : public MoeKernel {
     return codes1_.bytes() + scales1_.bytes() + codes2_.bytes() + scales2_.bytes();
   }
   size_t workspace_bytes() const override {
-    return meta_.bytes() + sorted_.bytes() + mtiles_.bytes() + xq_.bytes() + h_.bytes() + term_.bytes();
+    return meta_.bytes() + sorted_.bytes() + mtiles_.bytes() + xs_.bytes() + h_.bytes() + term_.bytes();
   }
   int64_t take_invalid_id_count() override {
     unsigned long long v = 0;
@@ -441,25 +474,20 @@ class PrefillKernel final : public MoeKernel {
     route_scatter_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, cursor, sorted_.p);
     FP4MOE_CUDA_CHECK(cudaGetLastError());
 
-    const __nv_bfloat16* xa = static_cast<const __nv_bfloat16*>(x);
-    int mode1 = 0;
-    if (a4_) {
-      const int rows = per_pair_quant_ ? np : T;
-      const int64_t n = static_cast<int64_t>(rows) * (H / 16);
-      quantize_input_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, st>>>(xa, H, k, rows, ids, E, a13s_.p,
-                                                                                 per_pair_quant_ ? 1 : 0, xq_.p);
+    {
+      const int64_t n = static_cast<int64_t>(np) * (H / 16);
+      stage_input_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, st>>>(
+          static_cast<const __nv_bfloat16*>(x), H, k, np, sorted_.p, offsets, E, ids, a13s_.p, a4_ ? 1 : 0,
+          per_pair_quant_ ? 1 : 0, xs_.p);
       FP4MOE_CUDA_CHECK(cudaGetLastError());
-      xa = xq_.p;
-      mode1 = per_pair_quant_ ? 1 : 0;
     }
 
     const int64_t worst_m = (np + bm - 1) / bm + E;  // worst-case m tiles over all experts
     GemmParams p1{};
-    p1.a = xa;
+    if (use_wgmma_) p1.a_map = map1_[wg_index(bm)];
+    p1.a = xs_.p;
     p1.a_stride = H;
     p1.a_cols = H;
-    p1.a_row_mode = mode1;
-    p1.topk = k;
     p1.w_codes = codes1_.p;
     p1.w_scales = scales1_.p;
     p1.nt = nt1_;
@@ -480,11 +508,10 @@ class PrefillKernel final : public MoeKernel {
     FP4MOE_CUDA_CHECK(cudaGetLastError());
 
     GemmParams p2{};
+    if (use_wgmma_) p2.a_map = map2_[wg_index(bm)];
     p2.a = h_.p;
     p2.a_stride = ih_;
     p2.a_cols = static_cast<int>(ih_);
-    p2.a_row_mode = 2;
-    p2.topk = k;
     p2.w_codes = codes2_.p;
     p2.w_scales = scales2_.p;
     p2.nt = nt2_;
@@ -621,7 +648,8 @@ class PrefillKernel final : public MoeKernel {
   DevArray<float> gs1_, gs2_, a2s_, a13s_;
   DevArray<int> meta_, sorted_;
   DevArray<int2> mtiles_;
-  DevArray<__nv_bfloat16> xq_, h_;
+  DevArray<__nv_bfloat16> xs_, h_;  // the FC1 input and h, one row per slot
+  CUtensorMap map1_[kWgTileCount] = {}, map2_[kWgTileCount] = {};  // their TMA maps per tile height
   DevArray<float> term_;
   DevArray<unsigned long long> invalid_;
 };

@@ -12,6 +12,7 @@
 // The 2^16 is given back in the fp32 epilogue together with the global scale, so the fp32
 // accumulation sees exactly the reference's products, scaled by a power of two.
 #pragma once
+#include <cuda.h>  // CUtensorMap
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -32,13 +33,14 @@ constexpr float kScaleBias = 65536.0f;  // 2^16, see the header comment
 enum Epi : int { kEpiSwiGLU = 0, kEpiReLU2 = 1, kEpiFc2 = 2 };
 
 struct GemmParams {
-  // A operand: row source depends on a_row_mode (0: token = pair / topk, 1: pair, 2: slot)
+  // A operand as a TMA tensor map (wgmma path): [slots][a_cols] bf16, boxes of 64 K x BM rows,
+  // 128-byte swizzle (rows past the buffer and K past a_cols read as zeros)
+  CUtensorMap a_map;
+  // A operand: one bf16 row per slot (FC1: the staged input, FC2: h), row-major
   const __nv_bfloat16* a;
   int64_t a_stride;  // elements
   int a_cols;        // valid K of A; columns beyond are zero-filled
-  int a_row_mode;
-  int topk;
-  // B operand: prepared codes [E][nt][kc][128][32 B] and scales [E][nt][kc][128][4 x bf16x2]
+  // B operand: prepared codes [E][nt][kc][128][32 B] and scales [E][nt][kc][128][4 x bf16]
   const uint8_t* w_codes;
   const uint32_t* w_scales;
   int nt, kc;
@@ -65,13 +67,17 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
 }
+// Bytes of prepared block scales per weight row and 64-wide K chunk: four bf16.
+constexpr int kScaleRowBytes = 8;
 // Register J (0..3) of a prepared code word (fp4_bits.hpp: 8 e2m1 codes, bits scattered for a
-// rotate-and-mask dequantization) as bf16x2, times the bf16x2 scale pair.
-template <int J>
-__device__ __forceinline__ uint32_t fp4x2_to_bf16x2(uint32_t w, uint32_t scale2) {
+// rotate-and-mask dequantization) as bf16x2, times the block scale in half H (0: low) of the
+// scale word (a broadcast operand of the bf16x2 multiply, no extra instruction).
+template <int J, int H>
+__device__ __forceinline__ uint32_t fp4x2_to_bf16x2(uint32_t w, uint32_t scales) {
   const uint32_t v = word_reg_bits(w, J);
-  __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&v);
-  __nv_bfloat162 s = *reinterpret_cast<const __nv_bfloat162*>(&scale2);
+  const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&v);
+  const __nv_bfloat162 s2 = *reinterpret_cast<const __nv_bfloat162*>(&scales);
+  const __nv_bfloat162 s = H ? __high2bfloat162(s2) : __low2bfloat162(s2);
   __nv_bfloat162 r = __hmul2(a, s);  // exact: both are exact and the product fits
   return *reinterpret_cast<uint32_t*>(&r);
 }
@@ -122,7 +128,7 @@ struct GemmShape {
   static constexpr int kNT8 = kWarpN / 8;
   static constexpr int kAStage = BM * kBK * 2;
   static constexpr int kBStage = kBN * 32;
-  static constexpr int kSStage = kBN * 16;
+  static constexpr int kSStage = kBN * kScaleRowBytes;
   static constexpr int kStage = kAStage + kBStage + kSStage;
   static constexpr int kSmem = kStages * kStage;
   static_assert(BM % 32 == 0 && kWarpM % 16 == 0, "BM");
@@ -167,19 +173,11 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) grouped_gemm_kerne
     const TileCoord tc = tile_coord(p, tile);
     const int e = tc.e, ntile = tc.ntile, row0 = tc.row0, rows = tc.rows;
     if constexpr (EPI == kEpiFc2) stage_fc2_pairs<BM>(p, tc, tid, s_pair, s_w);
-    int a_row[AR];  // source row of A per loaded tile row, -1 past the expert's rows
+    int a_row[AR];  // slot of A per loaded tile row, -1 past the expert's rows
 #pragma unroll
     for (int i = 0; i < AR; ++i) {
       const int r = (tid >> 3) + 32 * i;
-      a_row[i] = -1;
-      if (r < rows) {
-        const int slot = row0 + r;
-        if (p.a_row_mode == 2) a_row[i] = slot;
-        else {
-          const int pr = p.sorted_pair[slot];
-          a_row[i] = p.a_row_mode == 0 ? pr / p.topk : pr;
-        }
-      }
+      a_row[i] = r < rows ? row0 + r : -1;
     }
     const size_t wblock = (static_cast<size_t>(e) * p.nt + ntile) * p.kc;
 
@@ -196,8 +194,8 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) grouped_gemm_kerne
       }
       const uint8_t* wc = p.w_codes + (wblock + kc) * (kBN * 32);
       cp_async16(sa + S::kAStage + tid * 16, wc + tid * 16, 16);
-      if (tid < kBN) {
-        const uint8_t* ws = reinterpret_cast<const uint8_t*>(p.w_scales) + (wblock + kc) * (kBN * 16);
+      if (tid < S::kSStage / 16) {
+        const uint8_t* ws = reinterpret_cast<const uint8_t*>(p.w_scales) + (wblock + kc) * S::kSStage;
         cp_async16(sa + S::kAStage + S::kBStage + tid * 16, ws + tid * 16, 16);
       }
     };
@@ -228,12 +226,12 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) grouped_gemm_kerne
       const uint8_t* sb = sa + S::kAStage;
       const uint8_t* ss = sb + S::kBStage;
       uint2 wq[NT8];
-      uint4 sc[NT8];
+      uint2 sc[NT8];
 #pragma unroll
       for (int j = 0; j < NT8; ++j) {
         const int n = wn * S::kWarpN + j * 8 + (lane >> 2);
         wq[j] = *reinterpret_cast<const uint2*>(sb + n * 32 + (lane & 3) * 8);
-        sc[j] = *reinterpret_cast<const uint4*>(ss + n * 16);
+        sc[j] = *reinterpret_cast<const uint2*>(ss + n * kScaleRowBytes);
       }
 #pragma unroll
       for (int kb = 0; kb < 4; ++kb) {
@@ -241,13 +239,13 @@ __global__ void __launch_bounds__(kThreads, BM == 64 ? 3 : 2) grouped_gemm_kerne
 #pragma unroll
         for (int j = 0; j < NT8; ++j) {
           const uint32_t w = kb < 2 ? wq[j].x : wq[j].y;
-          const uint32_t s2 = kb == 0 ? sc[j].x : kb == 1 ? sc[j].y : kb == 2 ? sc[j].z : sc[j].w;
+          const uint32_t s2 = kb < 2 ? sc[j].x : sc[j].y;
           if (kb & 1) {
-            bf[j][0] = fp4x2_to_bf16x2<2>(w, s2);
-            bf[j][1] = fp4x2_to_bf16x2<3>(w, s2);
+            bf[j][0] = fp4x2_to_bf16x2<2, 1>(w, s2);
+            bf[j][1] = fp4x2_to_bf16x2<3, 1>(w, s2);
           } else {
-            bf[j][0] = fp4x2_to_bf16x2<0>(w, s2);
-            bf[j][1] = fp4x2_to_bf16x2<1>(w, s2);
+            bf[j][0] = fp4x2_to_bf16x2<0, 0>(w, s2);
+            bf[j][1] = fp4x2_to_bf16x2<1, 0>(w, s2);
           }
         }
 #pragma unroll

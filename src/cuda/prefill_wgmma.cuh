@@ -31,8 +31,55 @@ template <int N>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-// cp.async writes (generic proxy) become visible to wgmma's operand reads (async proxy).
+// Orders this thread's generic-proxy shared-memory accesses before later async-proxy ones (TMA
+// writes into a buffer the epilogue used).
 __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// mbarriers (shared-window addresses) and TMA loads that complete on them. The warp-level
+// forms are executed by a whole warp (convergent control flow, so the compiler keeps the
+// k-loop's descriptor arithmetic in uniform registers) and act through one elected lane.
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+// one arrival for the warp
+__device__ __forceinline__ void mbar_arrive_warp(uint32_t bar) {
+  asm volatile("{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(bar)
+               : "memory");
+}
+__device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity) {
+  uint32_t ok;
+  asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+               : "=r"(ok)
+               : "r"(bar), "r"(parity)
+               : "memory");
+  return ok != 0;
+}
+// the warp waits until the phase with this parity has completed
+__device__ __forceinline__ void mbar_wait_warp(uint32_t bar, uint32_t parity) {
+  while (!__all_sync(0xffffffffu, mbar_test(bar, parity))) {
+  }
+}
+// one elected lane: expect kTx bytes on `full` and load a stage - a TMA box of token rows at
+// (k0, row0) and two bulk copies (codes, scales; evict-first in L2: read once per call)
+__device__ __forceinline__ void tma_stage_warp(uint32_t full, uint32_t tx, uint32_t dst_b, const CUtensorMap* map, int k0,
+                                               int row0, uint32_t dst_c, const void* src_c, uint32_t bytes_c,
+                                               uint32_t dst_s, const void* src_s, uint32_t bytes_s, uint64_t pol) {
+  asm volatile(
+      "{\n.reg .pred p;\nelect.sync _|p, 0xffffffff;\n"
+      "@p mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+      "@p cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%2], [%3, {%4, %5}], [%0];\n"
+      "@p cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%6], [%7], %8, [%0], %12;\n"
+      "@p cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%9], [%10], %11, [%0], %12;\n}\n" ::"r"(full),
+      "r"(tx), "r"(dst_b), "l"(map), "r"(k0), "r"(row0), "r"(dst_c), "l"(src_c), "r"(bytes_c), "r"(dst_s), "l"(src_s),
+      "r"(bytes_s), "l"(pol)
+      : "memory");
+}
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t pol;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+  return pol;
+}
 
 // Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart
 // (stride byte offset), leading byte offset unused for this layout; the tile base is
@@ -168,11 +215,6 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[NA], const uint32_t (&a)[4],
 
 #endif  // FP4MOE_PREFILL_WGMMA
 
-// cp.async of 16 bytes to a shared-memory address (a 32-bit shared-window address)
-__device__ __forceinline__ void cp_async16_s(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-
 // Pins a register value at this point of the program (CUTLASS's warpgroup_fence_operand): the
 // compiler may neither sink the code that computes it past, nor hoist uses of it above, the
 // wgmma instructions that read or write it asynchronously. Without it ptxas may interleave the
@@ -184,36 +226,27 @@ __device__ __forceinline__ uint32_t opaque(uint32_t v) {
   return r;
 }
 
-// 16-byte cp.async issued only when pred holds (a predicated instruction, not a branch)
-__device__ __forceinline__ void cp_async16_s_if(uint32_t dst, const void* src, bool pred) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n@p cp.async.cg.shared.global [%0], [%1], 16;\n}\n" ::"r"(dst),
-               "l"(src), "r"(static_cast<int>(pred)));
-}
 // shared-memory loads at a 32-bit shared-window address (volatile: they stay after the barrier)
 __device__ __forceinline__ uint2 lds64(uint32_t a) {
   uint2 v;
   asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a));
   return v;
 }
-__device__ __forceinline__ uint4 lds128(uint32_t a) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
-  return v;
-}
 
-// A fragment of one k16 step from the thread's two code words (rows g, g + 8) and scales.
+// A fragment of one k16 step from the thread's two code words (rows g, g + 8) and their scale
+// words (each holds the scales of two k16 steps: kb even in the low half, odd in the high).
 __device__ __forceinline__ void dequant_frag(uint32_t (&af)[4], int kb, uint32_t x0, uint32_t x1, uint32_t c0,
                                              uint32_t c1) {
   if (kb & 1) {
-    af[0] = fp4x2_to_bf16x2<2>(x0, c0);
-    af[1] = fp4x2_to_bf16x2<2>(x1, c1);
-    af[2] = fp4x2_to_bf16x2<3>(x0, c0);
-    af[3] = fp4x2_to_bf16x2<3>(x1, c1);
+    af[0] = fp4x2_to_bf16x2<2, 1>(x0, c0);
+    af[1] = fp4x2_to_bf16x2<2, 1>(x1, c1);
+    af[2] = fp4x2_to_bf16x2<3, 1>(x0, c0);
+    af[3] = fp4x2_to_bf16x2<3, 1>(x1, c1);
   } else {
-    af[0] = fp4x2_to_bf16x2<0>(x0, c0);
-    af[1] = fp4x2_to_bf16x2<0>(x1, c1);
-    af[2] = fp4x2_to_bf16x2<1>(x0, c0);
-    af[3] = fp4x2_to_bf16x2<1>(x1, c1);
+    af[0] = fp4x2_to_bf16x2<0, 0>(x0, c0);
+    af[1] = fp4x2_to_bf16x2<0, 0>(x1, c1);
+    af[2] = fp4x2_to_bf16x2<1, 0>(x0, c0);
+    af[3] = fp4x2_to_bf16x2<1, 0>(x1, c1);
   }
 }
 
@@ -229,13 +262,11 @@ struct WgShape {
   // short tiles and was within 1% on 128)
   static constexpr int kMinBlocks = BM <= 32 ? 4 : BM <= 64 ? 3 : 2;
   static constexpr int kBTile = BM * 128;  // token rows x 64 K, bf16, 128-byte swizzle
-  static constexpr int kStage = kBTile + kBN * 32 + kBN * 16;
-  // as many pipeline stages (3..6) as fit kMinBlocks CTAs in an SM's 228 KB (1 KB reserved per
+  static constexpr int kStage = kBTile + kBN * 32 + kBN * kScaleRowBytes;
+  // as many pipeline stages (3..8) as fit kMinBlocks CTAs in an SM's 228 KB (1 KB reserved per
   // CTA, 1 KB alignment slack, s_pair and s_w, 1 KB margin)
   static constexpr int kFit = (233472 / kMinBlocks - 3072 - BM * 8) / kStage;
-  static constexpr int kStages = kFit < 3 ? 3 : kFit > 6 ? 6 : kFit;
-  // prefetch distance: the wgmma group of the previous k-stage may still read its stage
-  static constexpr int kDist = kStages - 2;
+  static constexpr int kStages = kFit < 3 ? 3 : kFit > 8 ? 8 : kFit;
   static constexpr int kSmem = 1024 + kStages * kStage + BM * 8;  // + alignment slack, s_pair, s_w
   static_assert(BM % 8 == 0 && BM >= 8 && BM <= 128, "tile rows");
   static_assert(kStage % 1024 == 0, "stage alignment");
@@ -243,20 +274,30 @@ struct WgShape {
 };
 
 template <int BM, int EPI>
-__global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_kernel(const GemmParams p) {
+__global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks)
+    wgmma_gemm_kernel(const __grid_constant__ GemmParams p) {
 #ifdef FP4MOE_PREFILL_WGMMA
   using S = WgShape<BM>;
-  constexpr int AR = (BM + 31) / 32;  // token rows per thread per stage (thread t: rows t / 8 + 32 i)
   // FC1's epilogue stages its h tile in the first kEpiSlots pipeline slots; the next tile's
   // first stages go to the slots after them, so they load while this tile's epilogue runs.
   constexpr int HC = EPI == kEpiSwiGLU ? kBN / 2 : kBN;  // h columns per FC1 tile
   constexpr int HS = HC + 8;                             // padded h row in shared memory (elements)
   constexpr int kEpiSlots = EPI == kEpiFc2 ? 0 : (BM * HS * 2 + S::kStage - 1) / S::kStage;
-  static_assert(kEpiSlots + S::kDist <= S::kStages, "the epilogue tile and the next tile's first stages overlap");
+  // the producer runs kDist stages ahead: every slot but the one the previous stage's wgmma
+  // group may still read (and, while a tile starts, but the epilogue's)
+  constexpr int kDist = S::kStages - (kEpiSlots > 1 ? kEpiSlots : 1);
+  static_assert(kEpiSlots + kDist <= S::kStages, "the epilogue tile and the next tile's first stages overlap");
+  constexpr uint32_t kTx = BM * 128 + kBN * (32 + kScaleRowBytes);  // bytes a stage brings: token rows, codes, scales
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
   int* s_pair = reinterpret_cast<int*>(smem + S::kStages * S::kStage);
   float* s_w = reinterpret_cast<float*>(s_pair + BM);
+  // per pipeline slot: "full" (thread 0's expect-tx arrival plus the TMA bytes) and "empty"
+  // (one arrival per warp once its wgmma group that read the slot has retired)
+  __shared__ __align__(8) uint64_t s_full[S::kStages], s_empty[S::kStages];
+  __shared__ int4 s_tc[2];  // a tile's e, ntile, row0, rows and its epilogue scale, by tile parity
+  __shared__ float s_gsc[2];
+  __shared__ int s_next[2];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wg = warp >> 2, w4 = warp & 3, g = lane >> 2, q = lane & 3;
@@ -264,154 +305,135 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
   const int total = p.n_mtiles[0] * p.nt;
   if (static_cast<int>(blockIdx.x) >= total) return;
 
-  const int chunk = tid & 7;
-  const uint4* a_base = reinterpret_cast<const uint4*>(p.a);
-  const uint4* w_base = reinterpret_cast<const uint4*>(p.w_codes);
-  const uint4* s_base = reinterpret_cast<const uint4*>(p.w_scales);
-  // opaque copies: kept in registers across the k-loop (the compiler otherwise recomputes the
-  // shared window base and the thread index in every stage)
-  const uint32_t a_dst = opaque(smem_addr(smem) + (tid >> 3) * 128 + ((chunk ^ ((tid >> 3) & 7)) << 4));
-  const uint32_t w_dst = opaque(smem_addr(smem) + S::kBTile + tid * 16);
-  const uint32_t w_src = opaque(smem_addr(smem) + S::kBTile + nrow * 32 + q * 8);   // codes of rows nrow, + 8
-  const uint32_t s_src = opaque(smem_addr(smem) + S::kBTile + kBN * 32 + nrow * 16);  // their scales
-  const uint64_t desc0 = smem_desc_sw128(smem_addr(smem));
+  // shared-window addresses, pinned in registers (the compiler otherwise rebuilds them from the
+  // CTA id in every stage)
+  const uint32_t sbase = opaque(smem_addr(smem));
+  const uint32_t full0 = opaque(smem_addr(&s_full[0])), empty0 = opaque(smem_addr(&s_empty[0]));
+  if (tid == 0) {
+    for (int s = 0; s < S::kStages; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, kThreads / 32);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  const uint32_t w_src = opaque(sbase + S::kBTile + nrow * 32 + q * 8);   // codes of rows nrow, + 8
+  const uint32_t s_src = opaque(sbase + S::kBTile + kBN * 32 + nrow * kScaleRowBytes);  // their scales
+  const uint64_t desc0 = smem_desc_sw128(sbase);
   const int KC = p.kc;
 
-  // The loads of the tile being loaded run kDist stages ahead of the k-loop on running
-  // offsets: shared (the stage's slot offset), A (16-byte units past the thread's row
-  // offsets), codes and scales (16-byte units).
-  uint32_t a_off[AR];
-  uint32_t l_so = 0, l_a = 0, l_w = 0, l_s = 0;
-  int l_kc = 0, l_col = 0;
-  auto load_next = [&] {
-    if (l_kc < KC) {
-      const int sz = l_col < p.a_cols ? 16 : 0;  // past K: zero-fill
-#pragma unroll
-      for (int i = 0; i < AR; ++i)
-        if (i < BM / 32 || tid < (BM % 32) * 8)  // the last, partial pass: its first rows
-          cp_async16_s(a_dst + l_so + i * 32 * 128, a_base + (a_off[i] + l_a), sz);
-      cp_async16_s(w_dst + l_so, w_base + l_w, 16);
-      cp_async16_s_if(w_dst + l_so + kBN * 32, s_base + l_s, tid < kBN);
-      l_so = l_so + S::kStage == S::kStages * S::kStage ? 0 : l_so + S::kStage;
-      l_a += kBK / 8;
-      l_w += kBN * 2;
-      l_s += kBN;
-      l_col += kBK;
-      ++l_kc;
-    }
-    cp_async_commit();
+  // Every tile's stage kc sits in slot (kEpiSlots + kc) % kStages: the k-loop is unrolled by
+  // kStages, so each stage's slot, barriers and descriptor offset are compile-time constants.
+  // The producer is warp 0 (one elected lane acts): it loads the tile kDist stages ahead of
+  // the k-loop, each stage with one TMA box of token rows and two bulk copies (codes, scales),
+  // once every warp has released the slot.
+  int l_row0 = 0;
+  uint32_t l_blk = 0;    // the tile's first weight block: (e * nt + ntile) * kc
+  uint32_t l_par = ~0u;  // per slot: the parity of its next empty-barrier wait (a fresh barrier's
+                         // "previous phase", parity 1, counts as complete: every slot starts empty)
+  const uint64_t pol = evict_first_policy();
+  auto load = [&](int kc, int slot) {  // warp 0, kc < KC
+    mbar_wait_warp(empty0 + 8 * slot, (l_par >> slot) & 1u);
+    l_par ^= 1u << slot;
+    const uint32_t dst = sbase + slot * S::kStage;
+    tma_stage_warp(full0 + 8 * slot, kTx, dst, &p.a_map, kc * kBK, l_row0, dst + S::kBTile,
+                   p.w_codes + static_cast<size_t>(l_blk + kc) * (kBN * 32), kBN * 32, dst + S::kBTile + kBN * 32,
+                   reinterpret_cast<const uint8_t*>(p.w_scales) + static_cast<size_t>(l_blk + kc) * (kBN * kScaleRowBytes), kBN * kScaleRowBytes,
+                   pol);
   };
-  // A tile's start: each thread's source rows as 16-byte-unit offsets from p.a (its column
-  // chunk included), so a stage's loads are an add and a wide multiply-add each, and its
-  // first kDist stages from pipeline slot `slot` on. Rows in [rows, BM) load the tile's first
-  // row again: the wgmma columns they feed are never stored, and the columns of a product are
-  // independent. (K past a_cols is zero-filled for every row: those products do reach stored
-  // columns.)
-  // The tile's coordinates and epilogue scale wait in shared memory (slot `par`, the tile's
-  // parity) for its epilogue: fewer registers live across the k-loop.
-  __shared__ int4 s_tc[2];
-  __shared__ float s_gsc[2];
-  auto start_tile = [&](const TileCoord& c, int slot, int par) {
-    if (tid == 0) {
+  // warp 0: a tile's start - its coordinates and epilogue scale to shared memory (by the
+  // tile's parity), its first kDist stages
+  auto start_tile = [&](const TileCoord& c, int par) {
+    if (lane == 0) {
       s_tc[par] = make_int4(c.e, c.ntile, c.row0, c.rows);
       s_gsc[par] = p.gscale[c.e];
     }
+    l_row0 = c.row0;
+    l_blk = (static_cast<uint32_t>(c.e) * p.nt + c.ntile) * p.kc;
 #pragma unroll
-    for (int i = 0; i < AR; ++i) {
-      const int r = (tid >> 3) + 32 * i;
-      const int sl = c.row0 + (r < c.rows ? r : 0);
-      int src_row = sl;
-      if (p.a_row_mode != 2) {
-        const int pr = p.sorted_pair[sl];
-        src_row = p.a_row_mode == 0 ? pr / p.topk : pr;
-      }
-      a_off[i] = static_cast<uint32_t>(src_row) * static_cast<uint32_t>(p.a_stride / 8) + chunk;
-    }
-    const uint32_t wblock = (static_cast<uint32_t>(c.e) * p.nt + c.ntile) * p.kc;
-    l_so = slot * S::kStage;
-    l_a = 0;
-    l_w = wblock * (kBN * 2) + tid;
-    l_s = wblock * kBN + tid;
-    l_kc = 0;
-    l_col = chunk * 8;
-#pragma unroll
-    for (int s = 0; s < S::kDist; ++s) load_next();
+    for (int s = 0; s < kDist; ++s)
+      if (s < KC) load(s, (kEpiSlots + s) % S::kStages);
   };
 
   // Persistent: the first round of tiles is static (tile = CTA), then each CTA claims its next
   // tile from a counter when it starts one (read once the tile's k-loop is done: the atomic's
-  // round trip hides behind it), so CTAs whose tiles ran fast take more. The next tile's start
-  // (its coordinates, row offsets and first kDist stages) is issued before this tile's
-  // epilogue, so its latency hides behind the epilogue.
-  __shared__ int s_next[2];
+  // round trip hides behind it), so CTAs whose tiles ran fast take more. The next tile's first
+  // stages are issued before this tile's epilogue, so their latency hides behind it.
   int tile = blockIdx.x;
   {
     const TileCoord tc = tile_coord(p, tile);
     if constexpr (EPI == kEpiFc2) stage_fc2_pairs<BM>(p, tc, tid, s_pair, s_w);
-    start_tile(tc, 0, 0);
+    if (warp == 0) start_tile(tc, 0);
   }
-  uint32_t so = 0;  // the shared offset of the k-loop's stage: its slot x kStage
+  uint32_t use_par = 0;  // per slot: the parity of its next full-barrier wait
   for (int it = 0;; ++it) {
     int claim = 0;
     if (tid == 0) claim = atomicAdd(p.tile_claim, 1);
-    // One k-stage (64 K): wait for its data, issue the loads kDist stages ahead, read the codes,
-    // retire the previous stage's wgmma group (it reads the A-fragment registers), dequantize,
-    // issue four wgmmas as one group. One wgmma width per kernel: ptxas serializes every
-    // wgmma of a kernel that holds two widths (C7511/C7512, register resources).
+    // One k-stage (64 K): wait for its data, let warp 0 issue the loads kDist stages ahead,
+    // read the codes, retire the previous stage's wgmma group (it reads the A-fragment
+    // registers) and release its slot, dequantize, issue four wgmmas as one group. One wgmma
+    // width per kernel: ptxas serializes every wgmma of a kernel that holds two widths
+    // (C7511/C7512, register resources).
     constexpr int N = BM;
     float acc[N / 2];
 #pragma unroll
     for (int i = 0; i < N / 2; ++i) acc[i] = 0.0f;
     uint32_t af[4][4];
-    for (int kc = 0; kc < KC; ++kc) {
-      cp_async_wait<S::kDist - 1>();
-      fence_proxy_async_smem();
-      __syncthreads();  // stage kc landed for all; every group that read stage kc - 2 has retired
-      load_next();
-      const uint2 w0 = lds64(w_src + so), w1 = lds64(w_src + so + 8 * 32);
-      const uint4 s0 = lds128(s_src + so), s1 = lds128(s_src + so + 8 * 16);
-      // the descriptor's start address field is addr >> 4 (14 bits; no carry out of it:
-      // shared addresses stay below 2^18)
-      const uint64_t desc = desc0 + (so >> 4);
-      wgmma_wait<0>();
+    for (int kc0 = 0; kc0 < KC; kc0 += S::kStages) {
 #pragma unroll
-      for (int kb = 0; kb < 4; ++kb) {
-        const uint32_t x0 = kb < 2 ? w0.x : w0.y, x1 = kb < 2 ? w1.x : w1.y;
-        const uint32_t c0 = kb == 0 ? s0.x : kb == 1 ? s0.y : kb == 2 ? s0.z : s0.w;
-        const uint32_t c1 = kb == 0 ? s1.x : kb == 1 ? s1.y : kb == 2 ? s1.z : s1.w;
-        dequant_frag(af[kb], kb, x0, x1, c0, c1);
+      for (int u = 0; u < S::kStages; ++u) {
+        const int kc = kc0 + u;
+        if (kc < KC) {
+          constexpr int kSlot0 = kEpiSlots;
+          const int slot = (kSlot0 + u) % S::kStages;  // constants once unrolled
+          const int prev = (kSlot0 + u + S::kStages - 1) % S::kStages;
+          mbar_wait_warp(full0 + 8 * slot, (use_par >> slot) & 1u);
+          use_par ^= 1u << slot;
+          const uint32_t so = slot * S::kStage;
+          const uint2 w0 = lds64(w_src + so), w1 = lds64(w_src + so + 8 * 32);
+          const uint2 s0 = lds64(s_src + so), s1 = lds64(s_src + so + 8 * kScaleRowBytes);
+          // the descriptor's start address field is addr >> 4 (14 bits; no carry out of it:
+          // shared addresses stay below 2^18)
+          const uint64_t desc = desc0 + (so >> 4);
+          wgmma_wait<0>();
+          if (kc > 0) mbar_arrive_warp(empty0 + 8 * prev);  // the previous stage's group has retired
+          if (warp == 0 && kc + kDist < KC) load(kc + kDist, (kSlot0 + u + kDist) % S::kStages);
+#pragma unroll
+          for (int kb = 0; kb < 4; ++kb) {
+            const uint32_t x0 = kb < 2 ? w0.x : w0.y, x1 = kb < 2 ? w1.x : w1.y;
+            const uint32_t c0 = kb < 2 ? s0.x : s0.y, c1 = kb < 2 ? s1.x : s1.y;
+            dequant_frag(af[kb], kb, x0, x1, c0, c1);
+          }
+#pragma unroll
+          for (int kb = 0; kb < 4; ++kb)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) fence_operand(af[kb][i]);
+          wgmma_fence();
+#pragma unroll
+          for (int kb = 0; kb < 4; ++kb) wgmma_rs<N>(acc, af[kb], desc + kb * 2);
+          wgmma_commit();
+        }
       }
-#pragma unroll
-      for (int kb = 0; kb < 4; ++kb)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) fence_operand(af[kb][i]);
-      wgmma_fence();
-#pragma unroll
-      for (int kb = 0; kb < 4; ++kb) wgmma_rs<N>(acc, af[kb], desc + kb * 2);
-      wgmma_commit();
-      so = so + S::kStage == S::kStages * S::kStage ? 0 : so + S::kStage;
     }
+    const int prev = (kEpiSlots + KC - 1) % S::kStages;  // the tile's last stage
     wgmma_wait<0>();
-    cp_async_wait<0>();  // (the groups past the tile's last stage are empty)
+    mbar_arrive_warp(empty0 + 8 * prev);
     if (tid == 0) s_next[it & 1] = static_cast<int>(gridDim.x) + claim;
-    __syncthreads();  // every wgmma of the tile has retired: the ring is free; s_next is published
+    __syncthreads();  // every wgmma of the tile has retired; s_next is published
     const int next = s_next[it & 1];
     const int4 cur = s_tc[it & 1];  // this tile: e, ntile, row0, rows
     const float gsc = s_gsc[it & 1];
-    TileCoord nc{};
     int n_pair = -1;
     float n_w = 0.0f;
-    if (next < total) {
-      nc = tile_coord(p, next);
-      if constexpr (EPI == kEpiFc2) {
-        if (tid < BM) {  // the next tile's pairs: stored to s_pair / s_w once this epilogue is done
-          n_pair = tid < nc.rows ? p.sorted_pair[nc.row0 + tid] : -1;
-          n_w = n_pair >= 0 ? p.topk_w[n_pair] : 0.0f;
-        }
+    if (next < total && (warp == 0 || (EPI == kEpiFc2 && tid < BM))) {
+      const TileCoord nc = tile_coord(p, next);
+      if (EPI == kEpiFc2 && tid < BM) {  // the next tile's pairs: stored to s_pair / s_w once this epilogue is done
+        n_pair = tid < nc.rows ? p.sorted_pair[nc.row0 + tid] : -1;
+        n_w = n_pair >= 0 ? p.topk_w[n_pair] : 0.0f;
       }
-      if constexpr (EPI == kEpiFc2) start_tile(nc, kEpiSlots, (it + 1) & 1);  // (FC1: once its accumulators are in shared memory)
+      if (warp == 0) start_tile(nc, (it + 1) & 1);
     }
-    so = kEpiSlots * S::kStage;
 
     if constexpr (EPI == kEpiFc2) {
       const int col = cur.y * kBN + nrow;
@@ -446,20 +468,20 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks) wgmma_gemm_
             hs[tok * HS + nrow + 8] = __float2bfloat16_rn(r1 * r1);
           }
         }
-      if (next < total) start_tile(nc, kEpiSlots, (it + 1) & 1);
       __syncthreads();
       store_h_tile<BM, HC, HS>(p, hs, cur.x, cur.z, cur.w, cur.y, tid);
+      fence_proxy_async_smem();  // the h tile's shared accesses before the TMA writes that reuse its slots
     }
     if (next >= total) break;
-    __syncthreads();  // this epilogue's reads of s_pair (FC2) are done before the next tile's are stored
+    __syncthreads();  // this epilogue is done with s_pair (FC2) and its slots (FC1)
     if constexpr (EPI == kEpiFc2) {
       if (tid < BM) {
         s_pair[tid] = n_pair;
         s_w[tid] = n_w;
       }
     }
-    // (the next k-loop's first barrier orders this epilogue's shared reads before its loads
-    // refill the epilogue slots, and the s_pair / s_w stores before the next epilogue)
+    // (the next tile's loop reaches its epilogue only after every warp has passed through
+    // the barrier above and the one after its k-loop: s_pair / s_w are in place by then)
   }
 #endif
 }
