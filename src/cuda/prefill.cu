@@ -117,6 +117,7 @@ __global__ void prepare_scales_kernel(const uint8_t* __restrict__ src_scale, con
 // ---- routing ----
 __global__ void route_count_kernel(const int32_t* __restrict__ ids, int np, int E, int* __restrict__ counts,
                                    unsigned long long* __restrict__ invalid) {
+  pdl_launch_dependents();
   __shared__ int hist[kMaxExperts];
   for (int i = threadIdx.x; i < E; i += blockDim.x) hist[i] = 0;
   __syncthreads();
@@ -142,6 +143,8 @@ static_assert(kMaxExperts <= 0x10000, "an m-tile record holds the expert in 16 b
 __global__ void __launch_bounds__(kScanThreads)
     route_scan_kernel(const int* __restrict__ counts, int E, int bm, int* __restrict__ offsets, int* __restrict__ cursor,
                       int2* __restrict__ mtiles, int* __restrict__ n_mtiles, int* __restrict__ claims) {
+  pdl_launch_dependents();
+  pdl_wait();
   __shared__ int warp_sum[2][kScanThreads / 32];
   const int e = threadIdx.x, lane = e & 31, warp = e >> 5;
   if (e < 2) claims[e] = 0;  // the FC1 and FC2 tile claim counters of this call
@@ -186,6 +189,8 @@ __global__ void __launch_bounds__(kScanThreads)
 // reads terms by pair index.
 __global__ void route_scatter_kernel(const int32_t* __restrict__ ids, int np, int E, int* __restrict__ cursor,
                                      int* __restrict__ sorted_pair) {
+  pdl_launch_dependents();
+  pdl_wait();
   __shared__ int hist[kMaxExperts];
   __shared__ int base[kMaxExperts];
   for (int i = threadIdx.x; i < E; i += blockDim.x) hist[i] = 0;
@@ -211,6 +216,8 @@ __global__ void stage_input_kernel(const __nv_bfloat16* __restrict__ x, int H, i
                                    const int* __restrict__ sorted_pair, const int* __restrict__ offsets, int E,
                                    const int32_t* __restrict__ ids, const float* __restrict__ a13, int quant,
                                    int per_expert, __nv_bfloat16* __restrict__ xs) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int nb = H / 16;
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= static_cast<int64_t>(np) * nb) return;
@@ -254,6 +261,8 @@ CUtensorMap make_row_map(const void* base, int64_t rows, int64_t cols, int box_r
 // ---- combine: 4 outputs per thread, the reference's order ----
 __global__ void combine_kernel(const float* __restrict__ term, const int32_t* __restrict__ ids, int T, int k, int H,
                                int E, __nv_bfloat16* __restrict__ out) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int q = H / 4;
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= static_cast<int64_t>(T) * q) return;
@@ -314,6 +323,7 @@ class PrefillKernel final : public MoeKernel {
       FP4MOE_CUDA_CHECK(cudaFuncGetAttributes(&fa, wgmma_gemm_kernel<64, kEpiFc2>));
       const char* force = std::getenv("FP4MOE_PREFILL_MMA");
       use_wgmma_ = prop.major == 9 && fa.binaryVersion >= 90 && !(force && std::strcmp(force, "sync") == 0);
+      chain_ = prop.major == 9 && fa.binaryVersion >= 90;  // the loaded code has the griddepcontrol waits
       // tuning knobs of the tile-height choice (pick_tile_rows): FP4MOE_PREFILL_DQ_ROWS, the
       // dequantization cost of a tile in token rows of MMA work; FP4MOE_PREFILL_TILE_ROWS
       // forces a height (one of kWgTileRows)
@@ -469,16 +479,19 @@ class PrefillKernel final : public MoeKernel {
     int* claims = n_mtiles + 1;  // [2] tile claims of the FC1 and FC2 GEMMs
     FP4MOE_CUDA_CHECK(cudaMemsetAsync(counts, 0, static_cast<size_t>(E) * sizeof(int), st));
     const int rblocks = (np + 255) / 256;
-    route_count_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, counts, invalid_.p);
-    route_scan_kernel<<<1, kScanThreads, 0, st>>>(counts, E, bm, offsets, cursor, mtiles_.p, n_mtiles, claims);
-    route_scatter_kernel<<<rblocks, 256, 0, st>>>(ids, np, E, cursor, sorted_.p);
+    // each kernel after the first launches while the one before it finishes (sm_90: pdl_wait)
+    launch_chained(false, route_count_kernel, rblocks, 256, 0, st, ids, np, E, counts, invalid_.p);
+    launch_chained(chain_, route_scan_kernel, 1, kScanThreads, 0, st, counts, E, bm, offsets, cursor, mtiles_.p, n_mtiles,
+                   claims);
+    launch_chained(chain_, route_scatter_kernel, rblocks, 256, 0, st, ids, np, E, cursor, sorted_.p);
     FP4MOE_CUDA_CHECK(cudaGetLastError());
 
     {
       const int64_t n = static_cast<int64_t>(np) * (H / 16);
-      stage_input_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, st>>>(
-          static_cast<const __nv_bfloat16*>(x), H, k, np, sorted_.p, offsets, E, ids, a13s_.p, a4_ ? 1 : 0,
-          per_pair_quant_ ? 1 : 0, xs_.p);
+      launch_chained(chain_, stage_input_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0, st,
+                     static_cast<const __nv_bfloat16*>(x), H, k, np, static_cast<const int*>(sorted_.p),
+                     static_cast<const int*>(offsets), E, ids, static_cast<const float*>(a13s_.p), a4_ ? 1 : 0,
+                     per_pair_quant_ ? 1 : 0, xs_.p);
       FP4MOE_CUDA_CHECK(cudaGetLastError());
     }
 
@@ -529,8 +542,8 @@ class PrefillKernel final : public MoeKernel {
     FP4MOE_CUDA_CHECK(cudaGetLastError());
 
     const int64_t nc = static_cast<int64_t>(T) * (H / 4);
-    combine_kernel<<<static_cast<unsigned>((nc + 255) / 256), 256, 0, st>>>(term_.p, ids, T, k, H, E,
-                                                                          static_cast<__nv_bfloat16*>(out));
+    launch_chained(chain_, combine_kernel, static_cast<unsigned>((nc + 255) / 256), 256, 0, st,
+                   static_cast<const float*>(term_.p), ids, T, k, H, E, static_cast<__nv_bfloat16*>(out));
     FP4MOE_CUDA_CHECK(cudaGetLastError());
   }
 
@@ -550,7 +563,7 @@ class PrefillKernel final : public MoeKernel {
   static void launch_wg(int bm, int grid, cudaStream_t st, const GemmParams& p) {
     if constexpr (I < kWgTileCount) {
       constexpr int BM = kWgTileRows[I];
-      if (bm == BM) wgmma_gemm_kernel<BM, EPI><<<grid, kThreads, WgShape<BM>::kSmem, st>>>(p);
+      if (bm == BM) launch_chained(true, wgmma_gemm_kernel<BM, EPI>, grid, kThreads, WgShape<BM>::kSmem, st, p);
       else launch_wg<EPI, I + 1>(bm, grid, st, p);
     }
   }
@@ -637,6 +650,7 @@ class PrefillKernel final : public MoeKernel {
   int device_;
   int sms_ = 0;
   bool a4_ = false, per_pair_quant_ = false, use_wgmma_ = false;
+  bool chain_ = false;  // programmatic dependent launches (the sm_90a code is loaded)
   int64_t ih_ = 0;
   int nt1_ = 0, kc1_ = 0, nt2_ = 0, kc2_ = 0;
   int grid1_[2] = {0, 0}, grid2_[2] = {0, 0};

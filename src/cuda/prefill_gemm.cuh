@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "cuda/common.cuh"
 #include "cuda/fp4_bits.hpp"
 #include "cuda/nvfp4_device.cuh"
 

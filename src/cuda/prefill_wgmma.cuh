@@ -302,6 +302,8 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wg = warp >> 2, w4 = warp & 3, g = lane >> 2, q = lane & 3;
   const int nrow = wg * 64 + w4 * 16 + g;  // this thread's weight rows: nrow, nrow + 8
+  pdl_launch_dependents();
+  pdl_wait();  // the routing and (FC2) FC1 of this call are complete
   const int total = p.n_mtiles[0] * p.nt;
   if (static_cast<int>(blockIdx.x) >= total) return;
 
