@@ -397,11 +397,7 @@ class PrefillKernel final : public MoeKernel {
 
     // workspace
     const int64_t npmax = max_tokens * spec.topk;
-    // the wgmma kernel addresses its operands in 32-bit counts of 16-byte units
-    FP4MOE_CHECK_ARG(npmax * std::max<int64_t>(H, ih_) / 8 < (1LL << 32) &&
-                         static_cast<int64_t>(std::max(codes1_.bytes(), codes2_.bytes()) / 16) < (1LL << 32),
-                     "max_tokens * topk * hidden and the prepared weights", "< 2^32 16-byte units",
-                     npmax * std::max<int64_t>(H, ih_) / 8);
+    // (TMA row coordinates are 32-bit: max_tokens * topk < 2^30 was checked above)
     meta_.alloc(static_cast<size_t>(3 * E + 4));
     sorted_.alloc(static_cast<size_t>(npmax));
     // m tiles of the shortest tile height (16 rows) at most: one per 16 pairs plus one per expert

@@ -1,8 +1,8 @@
 // fp4moe internal: the Hopper (sm_90a) grouped GEMM of the prefill backend: wgmma with the
 // dequantized weights as the register-sourced A operand ("swap AB": weight rows are the M side,
-// 64 per warpgroup) and the gathered token rows as the shared-memory B operand (K-major, 128-byte
-// swizzle), a cp.async multi-stage pipeline, the persistent tile loop and the epilogues of
-// prefill_gemm.cuh. The prepared weight layout is the same as the mma.sync path's: the 8 code
+// 64 per warpgroup) and the tile's token rows (contiguous slots) as the shared-memory B operand
+// (K-major, 128-byte swizzle), a TMA pipeline on mbarriers with warp 0 as producer, the
+// persistent tile loop and the epilogues of prefill_gemm.cuh. The prepared weight layout is the same as the mma.sync path's: the 8 code
 // bytes a thread reads for rows g and g + 8 of its warp's 16-row slice are exactly the k
 // positions of the wgmma A fragment (which is the mma.sync m16n8k16 A fragment per warp).
 // SwiGLU rows are ordered per 16-row block as 8 gate rows then the 8 matching up rows, so a
@@ -11,8 +11,7 @@
 // compiled for the heights of kWgTileRows and the host picks one per call from the average rows
 // per expert, so small batches do not pay 64 or 128 rows of MMA work for 30 tokens. One width
 // per kernel on purpose: a kernel holding two wgmma widths gets every wgmma serialized by ptxas
-// (C7511 / C7512). Operands are addressed as 32-bit counts of 16-byte units (the host checks
-// they fit), which keeps the per-stage address work to a multiply-add per load.
+// (C7511 / C7512).
 // Compiled only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere the kernel body is empty and
 // the host never selects it (it checks the loaded binary's version).
 #pragma once
