@@ -19,7 +19,14 @@ for step in "${@:-all}"; do
         [ -x "$t" ] || continue
         "$t" --gtest_brief=1 2>&1 | tee "$OUT/$(basename "$t").log" | grep -E "rel_l2|FAILED|PASSED|SKIPPED|Failure|error" | tail -80
         [ "${PIPESTATUS[0]}" = 0 ] || status=1
-      done ;;&
+      done
+      # the prefill backend's mma.sync path (what sm_80 runs), forced on this GPU
+      if [ -x "$DIR"/test_prefill ]; then
+        FP4MOE_PREFILL_MMA=sync "$DIR"/test_prefill --gtest_brief=1 > "$OUT/test_prefill_sync.log" 2>&1
+        rc=$?
+        echo "test_prefill (FP4MOE_PREFILL_MMA=sync): rc=$rc $(grep -E 'PASSED|FAILED' "$OUT/test_prefill_sync.log" | head -2 | tr '\n' ' ')"
+        [ $rc = 0 ] || status=1
+      fi ;;&
     sanitize|all)
       for t in "$DIR"/test_decode "$DIR"/test_prefill; do
         [ -x "$t" ] || continue
