@@ -10,10 +10,11 @@
 //   combine one warp per (token, 256 outputs): out = bf16(sum_j w_j z_j), j in order.
 // Dependencies between phases are per-expert completion counters (integers, so their order does
 // not matter); warps take tasks in increasing order (a static first round, then an atomic
-// counter; all static when there are at most two rounds) and only ever wait on tasks with a smaller index, and the cooperative launch
-// guarantees every warp is resident, so the waits cannot deadlock. No floating-point atomics:
-// the result is bitwise reproducible. The last CTA to finish resets the counters, so the next
-// launch (or graph replay) starts from zero without a memset.
+// counter; all static when there are at most two rounds) and only ever wait on tasks with a
+// smaller index, and the cooperative launch guarantees every warp is resident, so the waits
+// cannot deadlock. No floating-point atomics: the result is bitwise reproducible. The last CTA
+// to finish resets the counters, so the next launch (or graph replay) starts from zero without
+// a memset.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>

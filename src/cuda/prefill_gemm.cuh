@@ -19,7 +19,6 @@
 
 #include <cstdint>
 
-#include "cuda/common.cuh"
 #include "cuda/fp4_bits.hpp"
 #include "cuda/nvfp4_device.cuh"
 

@@ -15,6 +15,7 @@
 // Compiled only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere the kernel body is empty and
 // the host never selects it (it checks the loaded binary's version).
 #pragma once
+#include "cuda/common.cuh"
 #include "cuda/prefill_gemm.cuh"
 
 namespace fp4moe::cuda::prefill {
@@ -285,17 +286,17 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks)
   // the producer runs kDist stages ahead: every slot but the one the previous stage's wgmma
   // group may still read (and, while a tile starts, but the epilogue's)
   constexpr int kDist = S::kStages - (kEpiSlots > 1 ? kEpiSlots : 1);
-  static_assert(kEpiSlots + kDist <= S::kStages, "the epilogue tile and the next tile's first stages overlap");
+  static_assert(kDist >= 1, "the epilogue tile leaves no pipeline slot for the next tile's first stages");
   constexpr uint32_t kTx = BM * 128 + kBN * (32 + kScaleRowBytes);  // bytes a stage brings: token rows, codes, scales
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
   int* s_pair = reinterpret_cast<int*>(smem + S::kStages * S::kStage);
   float* s_w = reinterpret_cast<float*>(s_pair + BM);
-  // per pipeline slot: "full" (thread 0's expect-tx arrival plus the TMA bytes) and "empty"
+  // per pipeline slot: "full" (the producer's expect-tx arrival plus the TMA bytes) and "empty"
   // (one arrival per warp once its wgmma group that read the slot has retired)
   __shared__ __align__(8) uint64_t s_full[S::kStages], s_empty[S::kStages];
-  __shared__ int4 s_tc[2];  // a tile's e, ntile, row0, rows and its epilogue scale, by tile parity
-  __shared__ float s_gsc[2];
+  __shared__ int4 s_tc[2];   // by tile parity: the tile's e, ntile, row0, rows
+  __shared__ float s_gsc[2];  // by tile parity: its epilogue scale
   __shared__ int s_next[2];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -361,9 +362,8 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks)
   // tile from a counter when it starts one (read once the tile's k-loop is done: the atomic's
   // round trip hides behind it), so CTAs whose tiles ran fast take more. The next tile's first
   // stages are issued before this tile's epilogue, so their latency hides behind it.
-  int tile = blockIdx.x;
   {
-    const TileCoord tc = tile_coord(p, tile);
+    const TileCoord tc = tile_coord(p, blockIdx.x);
     if constexpr (EPI == kEpiFc2) stage_fc2_pairs<BM>(p, tc, tid, s_pair, s_w);
     if (warp == 0) start_tile(tc, 0);
   }
