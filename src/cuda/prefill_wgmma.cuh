@@ -381,42 +381,48 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks)
 #pragma unroll
     for (int i = 0; i < N / 2; ++i) acc[i] = 0.0f;
     uint32_t af[4][4];
-    for (int kc0 = 0; kc0 < KC; kc0 += S::kStages) {
+    // stage kc of the tile, in unrolled position u (slot (kEpiSlots + u) % kStages)
+    auto stage = [&](const int kc, const int u) {
+      constexpr int kSlot0 = kEpiSlots;
+      const int slot = (kSlot0 + u) % S::kStages;  // constants once unrolled
+      const int prev = (kSlot0 + u + S::kStages - 1) % S::kStages;
+      mbar_wait_warp(full0 + 8 * slot, (use_par >> slot) & 1u);
+      use_par ^= 1u << slot;
+      const uint32_t so = slot * S::kStage;
+      const uint2 w0 = lds64(w_src + so), w1 = lds64(w_src + so + 8 * 32);
+      const uint2 s0 = lds64(s_src + so), s1 = lds64(s_src + so + 8 * kScaleRowBytes);
+      // the descriptor's start address field is addr >> 4 (14 bits; no carry out of it:
+      // shared addresses stay below 2^18)
+      const uint64_t desc = desc0 + (so >> 4);
+      wgmma_wait<0>();
+      if (kc > 0) mbar_arrive_warp(empty0 + 8 * prev);  // the previous stage's group has retired
+      if (warp == 0 && kc + kDist < KC) load(kc + kDist, (kSlot0 + u + kDist) % S::kStages);
 #pragma unroll
-      for (int u = 0; u < S::kStages; ++u) {
-        const int kc = kc0 + u;
-        if (kc < KC) {
-          constexpr int kSlot0 = kEpiSlots;
-          const int slot = (kSlot0 + u) % S::kStages;  // constants once unrolled
-          const int prev = (kSlot0 + u + S::kStages - 1) % S::kStages;
-          mbar_wait_warp(full0 + 8 * slot, (use_par >> slot) & 1u);
-          use_par ^= 1u << slot;
-          const uint32_t so = slot * S::kStage;
-          const uint2 w0 = lds64(w_src + so), w1 = lds64(w_src + so + 8 * 32);
-          const uint2 s0 = lds64(s_src + so), s1 = lds64(s_src + so + 8 * kScaleRowBytes);
-          // the descriptor's start address field is addr >> 4 (14 bits; no carry out of it:
-          // shared addresses stay below 2^18)
-          const uint64_t desc = desc0 + (so >> 4);
-          wgmma_wait<0>();
-          if (kc > 0) mbar_arrive_warp(empty0 + 8 * prev);  // the previous stage's group has retired
-          if (warp == 0 && kc + kDist < KC) load(kc + kDist, (kSlot0 + u + kDist) % S::kStages);
-#pragma unroll
-          for (int kb = 0; kb < 4; ++kb) {
-            const uint32_t x0 = kb < 2 ? w0.x : w0.y, x1 = kb < 2 ? w1.x : w1.y;
-            const uint32_t c0 = kb < 2 ? s0.x : s0.y, c1 = kb < 2 ? s1.x : s1.y;
-            dequant_frag(af[kb], kb, x0, x1, c0, c1);
-          }
-#pragma unroll
-          for (int kb = 0; kb < 4; ++kb)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) fence_operand(af[kb][i]);
-          wgmma_fence();
-#pragma unroll
-          for (int kb = 0; kb < 4; ++kb) wgmma_rs<N>(acc, af[kb], desc + kb * 2);
-          wgmma_commit();
-        }
+      for (int kb = 0; kb < 4; ++kb) {
+        const uint32_t x0 = kb < 2 ? w0.x : w0.y, x1 = kb < 2 ? w1.x : w1.y;
+        const uint32_t c0 = kb < 2 ? s0.x : s0.y, c1 = kb < 2 ? s1.x : s1.y;
+        dequant_frag(af[kb], kb, x0, x1, c0, c1);
       }
+#pragma unroll
+      for (int kb = 0; kb < 4; ++kb)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) fence_operand(af[kb][i]);
+      wgmma_fence();
+#pragma unroll
+      for (int kb = 0; kb < 4; ++kb) wgmma_rs<N>(acc, af[kb], desc + kb * 2);
+      wgmma_commit();
+    };
+    // Whole rounds of kStages stages first, with no per-stage bound check (an A/B on an H200:
+    // 2-7% faster at M <= 1024 than one loop checking kc < KC in every stage), then the last
+    // partial round.
+    const int KCf = KC - KC % S::kStages;
+    for (int kc0 = 0; kc0 < KCf; kc0 += S::kStages) {
+#pragma unroll
+      for (int u = 0; u < S::kStages; ++u) stage(kc0 + u, u);
     }
+#pragma unroll
+    for (int u = 0; u < S::kStages - 1; ++u)
+      if (KCf + u < KC) stage(KCf + u, u);
     const int prev = (kEpiSlots + KC - 1) % S::kStages;  // the tile's last stage
     wgmma_wait<0>();
     mbar_arrive_warp(empty0 + 8 * prev);
