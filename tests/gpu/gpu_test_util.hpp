@@ -3,12 +3,15 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "fp4moe/bf16.hpp"
 #include "fp4moe/device.hpp"
+#include "fp4moe/metrics.hpp"
 
 namespace fp4moe::testing {
 
@@ -59,5 +62,47 @@ class DeviceBuffer {
   T* p_ = nullptr;
   size_t n_ = 0;
 };
+
+// Rewrites e4m3 block scales with cases the synthetic layers never have: zero and negative
+// zero, negative, subnormals (2^-9 .. 7 * 2^-9, also negative) and the largest value, 448.
+inline void set_edge_block_scales(std::vector<uint8_t>& sc) {
+  for (size_t i = 0; i < sc.size(); ++i) {
+    uint8_t& b = sc[i];
+    switch (i % 11) {
+      case 0: b = 0x00; break;
+      case 1: b = 0x80; break;
+      case 2: case 3: case 4: b |= 0x80; break;
+      case 5: b = static_cast<uint8_t>(1 + (i / 11) % 7); break;
+      case 6: b = static_cast<uint8_t>(0x80 | (1 + (i / 11) % 7)); break;
+      case 7: b = 0x7E; break;
+      default: break;
+    }
+  }
+}
+
+// bf16 outputs against a reference that has NaNs: where they are must agree; the rest is
+// compared as usual.
+struct NanAwareStats {
+  int64_t nan_ref = 0, nan_mismatch = 0;
+  ErrorStats finite;
+};
+inline NanAwareStats compare_with_nans(const std::vector<uint16_t>& got, const std::vector<double>& ref) {
+  NanAwareStats r;
+  std::vector<uint16_t> got_f;
+  std::vector<double> ref_f;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const bool got_nan = std::isnan(bf16_to_float(got[i]));
+    if (std::isnan(ref[i])) {
+      ++r.nan_ref;
+      r.nan_mismatch += got_nan ? 0 : 1;
+    } else {
+      r.nan_mismatch += got_nan ? 1 : 0;
+      got_f.push_back(got[i]);
+      ref_f.push_back(ref[i]);
+    }
+  }
+  r.finite = compare_bf16(got_f, ref_f);
+  return r;
+}
 
 }  // namespace fp4moe::testing
