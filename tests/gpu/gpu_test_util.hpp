@@ -63,18 +63,22 @@ class DeviceBuffer {
   size_t n_ = 0;
 };
 
-// Rewrites e4m3 block scales with cases the synthetic layers never have: zero and negative
-// zero, negative, subnormals (2^-9 .. 7 * 2^-9, also negative) and the largest value, 448.
-inline void set_edge_block_scales(std::vector<uint8_t>& sc) {
+// Rewrites e4m3 block scales with cases the synthetic layers never have. Variant 0: zero and
+// negative zero, negative values and the largest value, 448, among the layer's own scales.
+// Variant 1: every scale a subnormal (2^-9 .. 7 * 2^-9), a third of them negative - alone, so
+// that their products are not drowned by normal ones.
+inline void set_edge_block_scales(std::vector<uint8_t>& sc, int variant) {
   for (size_t i = 0; i < sc.size(); ++i) {
     uint8_t& b = sc[i];
+    if (variant == 1) {
+      b = static_cast<uint8_t>((i % 3 == 0 ? 0x80 : 0) | (1 + (i / 3) % 7));
+      continue;
+    }
     switch (i % 11) {
       case 0: b = 0x00; break;
       case 1: b = 0x80; break;
       case 2: case 3: case 4: b |= 0x80; break;
-      case 5: b = static_cast<uint8_t>(1 + (i / 11) % 7); break;
-      case 6: b = static_cast<uint8_t>(0x80 | (1 + (i / 11) % 7)); break;
-      case 7: b = 0x7E; break;
+      case 5: b = 0x7E; break;
       default: break;
     }
   }

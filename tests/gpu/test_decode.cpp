@@ -159,38 +159,39 @@ TEST(DecodeSmall, AllModesAndActivations) {
 // whose NaN must reach exactly the outputs it reaches in the reference.
 TEST(DecodeSmall, EdgeBlockScales) {
   FP4MOE_SKIP_WITHOUT_GPU();
-  for (auto act : {Activation::SwiGLU, Activation::ReLU2})
-    for (auto mode : {Mode::W4A16, Mode::W4A4}) {
-      const MoeSpec spec = small(208, 80, 12, 3, act, mode);
-      const uint64_t seed = fresh_seed();
-      NvFp4Layer L = random_nvfp4_layer(spec, seed);
-      set_edge_block_scales(L.w13_scale);
-      set_edge_block_scales(L.w2_scale);
-      const int64_t M = 16;
-      auto x = random_hidden_states(M, spec.hidden, seed + 1);
-      auto r = random_routing(M, spec.experts, spec.topk, seed + 2);
-      if (std::find(r.ids.begin(), r.ids.begin() + spec.topk, 0) == r.ids.begin() + spec.topk) r.ids[0] = 0;  // token 0 uses expert 0
-      if (mode == Mode::W4A4) calibrate(L, x, r);
-      const std::string what = std::string("edge scales ") + to_string(act) + " " + to_string(mode) + " seed " +
-                               std::to_string(seed);
-      {
+  for (int variant : {0, 1})
+    for (auto act : {Activation::SwiGLU, Activation::ReLU2})
+      for (auto mode : {Mode::W4A16, Mode::W4A4}) {
+        const MoeSpec spec = small(208, 80, 12, 3, act, mode);
+        const uint64_t seed = fresh_seed();
+        NvFp4Layer L = random_nvfp4_layer(spec, seed);
+        set_edge_block_scales(L.w13_scale, variant);
+        set_edge_block_scales(L.w2_scale, variant);
+        const int64_t M = 16;
+        auto x = random_hidden_states(M, spec.hidden, seed + 1);
+        auto r = random_routing(M, spec.experts, spec.topk, seed + 2);
+        if (std::find(r.ids.begin(), r.ids.begin() + spec.topk, 0) == r.ids.begin() + spec.topk) r.ids[0] = 0;  // token 0 uses expert 0
+        if (mode == Mode::W4A4) calibrate(L, x, r);
+        const std::string what = std::string("edge scales v") + std::to_string(variant) + " " + to_string(act) + " " +
+                                 to_string(mode) + " seed " + std::to_string(seed);
+        {
+          auto k = cuda::make_decode_kernel(spec, L.view(), cuda::WeightsOn::Host, M, 0);
+          expect_matches(run_and_compare(*k, L, x, r), mode, what);
+        }
+        L.w2_scale[0] = 0x7F;  // NaN: expert 0, FC2 row 0 (output column 0), first 16-block
         auto k = cuda::make_decode_kernel(spec, L.view(), cuda::WeightsOn::Host, M, 0);
-        expect_matches(run_and_compare(*k, L, x, r), mode, what);
+        const RunResult res = run_and_compare(*k, L, x, r);
+        std::vector<double> refd(res.ref.size());
+        for (size_t i = 0; i < refd.size(); ++i) refd[i] = bf16_to_float(res.ref[i]);
+        const auto st = compare_with_nans(res.out, refd);
+        std::printf("  %-48s rel_l2 %.3e  (NaN outputs: %lld in the reference, %lld mismatched)\n", (what + " + NaN").c_str(),
+                    st.finite.rel_l2, static_cast<long long>(st.nan_ref), static_cast<long long>(st.nan_mismatch));
+        EXPECT_GT(st.nan_ref, 0) << what;
+        EXPECT_EQ(st.nan_mismatch, 0) << what;
+        EXPECT_EQ(st.finite.nonfinite, 0) << what;
+        EXPECT_LE(st.finite.rel_l2, mode == Mode::W4A16 ? kTolW4A16 : kTolW4A4Call) << what;
+        EXPECT_TRUE(res.out == res.out2) << what;
       }
-      L.w2_scale[0] = 0x7F;  // NaN: expert 0, FC2 row 0 (output column 0), first 16-block
-      auto k = cuda::make_decode_kernel(spec, L.view(), cuda::WeightsOn::Host, M, 0);
-      const RunResult res = run_and_compare(*k, L, x, r);
-      std::vector<double> refd(res.ref.size());
-      for (size_t i = 0; i < refd.size(); ++i) refd[i] = bf16_to_float(res.ref[i]);
-      const auto st = compare_with_nans(res.out, refd);
-      std::printf("  %-48s rel_l2 %.3e  (NaN outputs: %lld in the reference, %lld mismatched)\n", (what + " + NaN").c_str(),
-                  st.finite.rel_l2, static_cast<long long>(st.nan_ref), static_cast<long long>(st.nan_mismatch));
-      EXPECT_GT(st.nan_ref, 0) << what;
-      EXPECT_EQ(st.nan_mismatch, 0) << what;
-      EXPECT_EQ(st.finite.nonfinite, 0) << what;
-      EXPECT_LE(st.finite.rel_l2, mode == Mode::W4A16 ? kTolW4A16 : kTolW4A4Call) << what;
-      EXPECT_TRUE(res.out == res.out2) << what;
-    }
 }
 
 TEST(DecodeSmall, UpGateOrderOption) {

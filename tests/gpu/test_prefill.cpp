@@ -295,32 +295,34 @@ TEST(PrefillSmall, EveryTileHeight) {
 TEST(PrefillSmall, EdgeBlockScales) {
   FP4MOE_SKIP_WITHOUT_GPU();
   int n = 0;
-  for (Activation a : {Activation::SwiGLU, Activation::ReLU2})
-    for (Mode m : {Mode::W4A16, Mode::W4A4}) {
-      const MoeSpec s = small_spec(a, m);
-      const uint64_t seed = 901 + 7 * n++;
-      NvFp4Layer L = random_nvfp4_layer(s, seed);
-      fp4moe::testing::set_edge_block_scales(L.w13_scale);
-      fp4moe::testing::set_edge_block_scales(L.w2_scale);
-      if (m == Mode::W4A4) calibrate(L, seed, false);
-      auto K = cuda::make_prefill_kernel(s, L.view(), cuda::WeightsOn::Host, 300, 0);
-      const std::string what = std::string("edge scales ") + to_string(a) + " " + to_string(m);
-      for (int64_t T : {65, 300}) check_case(what, s, L, *K, T, seed + static_cast<uint64_t>(T));
+  for (int variant : {0, 1})
+    for (Activation a : {Activation::SwiGLU, Activation::ReLU2})
+      for (Mode m : {Mode::W4A16, Mode::W4A4}) {
+        const MoeSpec s = small_spec(a, m);
+        const uint64_t seed = 901 + 7 * n++;
+        NvFp4Layer L = random_nvfp4_layer(s, seed);
+        fp4moe::testing::set_edge_block_scales(L.w13_scale, variant);
+        fp4moe::testing::set_edge_block_scales(L.w2_scale, variant);
+        if (m == Mode::W4A4) calibrate(L, seed, false);
+        auto K = cuda::make_prefill_kernel(s, L.view(), cuda::WeightsOn::Host, 300, 0);
+        const std::string what = std::string("edge scales v") + std::to_string(variant) + " " + to_string(a) + " " +
+                                 to_string(m);
+        for (int64_t T : {65, 300}) check_case(what, s, L, *K, T, seed + static_cast<uint64_t>(T));
 
-      // one NaN scale: expert 0, FC2 row 0 (output column 0), first 16-block
-      L.w2_scale[0] = 0x7F;
-      auto Kn = cuda::make_prefill_kernel(s, L.view(), cuda::WeightsOn::Host, 300, 0);
-      const Inputs in = make_inputs(s, 300, seed + 5);
-      const GpuRun g = run_gpu(*Kn, s, in);
-      const auto st = fp4moe::testing::compare_with_nans(g.out, reference_out(s, L, in));
-      std::printf("  %-44s M=%-5d rel_l2=%.3e (NaN outputs: %lld in the reference, %lld mismatched)\n",
-                  (what + " + NaN").c_str(), 300, st.finite.rel_l2, static_cast<long long>(st.nan_ref),
-                  static_cast<long long>(st.nan_mismatch));
-      EXPECT_GT(st.nan_ref, 0) << what;
-      EXPECT_EQ(st.nan_mismatch, 0) << what;
-      EXPECT_EQ(st.finite.nonfinite, 0) << what;
-      EXPECT_LE(st.finite.rel_l2, tolerance(m)) << what;
-    }
+        // one NaN scale: expert 0, FC2 row 0 (output column 0), first 16-block
+        L.w2_scale[0] = 0x7F;
+        auto Kn = cuda::make_prefill_kernel(s, L.view(), cuda::WeightsOn::Host, 300, 0);
+        const Inputs in = make_inputs(s, 300, seed + 5);
+        const GpuRun g = run_gpu(*Kn, s, in);
+        const auto st = fp4moe::testing::compare_with_nans(g.out, reference_out(s, L, in));
+        std::printf("  %-44s M=%-5d rel_l2=%.3e (NaN outputs: %lld in the reference, %lld mismatched)\n",
+                    (what + " + NaN").c_str(), 300, st.finite.rel_l2, static_cast<long long>(st.nan_ref),
+                    static_cast<long long>(st.nan_mismatch));
+        EXPECT_GT(st.nan_ref, 0) << what;
+        EXPECT_EQ(st.nan_mismatch, 0) << what;
+        EXPECT_EQ(st.finite.nonfinite, 0) << what;
+        EXPECT_LE(st.finite.rel_l2, tolerance(m)) << what;
+      }
 }
 
 // All tokens routed to the same k experts.
