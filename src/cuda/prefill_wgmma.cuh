@@ -2,9 +2,10 @@
 // dequantized weights as the register-sourced A operand ("swap AB": weight rows are the M side,
 // 64 per warpgroup) and the tile's token rows (contiguous slots) as the shared-memory B operand
 // (K-major, 128-byte swizzle), a TMA pipeline on mbarriers with warp 0 as producer, the
-// persistent tile loop and the epilogues of prefill_gemm.cuh. The prepared weight layout is the same as the mma.sync path's: the 8 code
-// bytes a thread reads for rows g and g + 8 of its warp's 16-row slice are exactly the k
-// positions of the wgmma A fragment (which is the mma.sync m16n8k16 A fragment per warp).
+// persistent tile loop and the epilogues of prefill_gemm.cuh. The prepared weight layout is the
+// same as the mma.sync path's: the 8 code bytes a thread reads for rows g and g + 8 of its
+// warp's 16-row slice are exactly the k positions of the wgmma A fragment (which is the
+// mma.sync m16n8k16 A fragment per warp).
 // SwiGLU rows are ordered per 16-row block as 8 gate rows then the 8 matching up rows, so a
 // thread holds (gate, up) of one intermediate index in its accumulator pair (c, c + 2).
 // The tile height (token rows per tile) is the wgmma N, a template parameter: the kernel is

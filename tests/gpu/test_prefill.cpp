@@ -1,7 +1,7 @@
 // The prefill backend against the CPU reference: fresh random layers and inputs for the model
 // presets, both numerics modes, both activations and gate/up orders, every wgmma tile height,
-// skewed routing, edge-case block scales, invalid expert ids, bitwise reproducibility, CUDA-graph replay, and a timing
-// print.
+// skewed routing, edge-case block scales, invalid expert ids, bitwise reproducibility,
+// CUDA-graph replay, and a timing print.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
