@@ -1,5 +1,6 @@
 // fp4moe: the fused NVFP4 MoE decode kernel. See decode_kernel.cuh for the design and
 // decode_layout.hpp for the prepared weight layout it streams.
+#include "cuda/backend_api.hpp"
 #include "cuda/decode_kernel.cuh"
 #include "cuda/decode_layout.hpp"
 #include "cuda/nvfp4_device.cuh"
@@ -110,14 +111,16 @@ __device__ __forceinline__ void signal_count(unsigned* ctr, int lane) {
 }
 
 struct Routing {
-  short* slot_of_pair;  // [P] -1 when the id is invalid
+  short* slot_of_pair;  // [P] -1 when the id is invalid (the id itself while ranking)
   short* tok_of_slot;   // [P]
   short* exp_of_slot;   // [P]
   int* count;           // [E]
   int* off;             // [E]
   int* active;          // [E] active experts, ascending
-  int* base;            // [E] scratch while ranking; then the first token tile of active expert a
-  int* scalars;         // [0] = active experts, [1] = valid pairs, [2] = token tiles
+  int* base;            // [E] the first token tile of active expert a
+  int* scalars;         // [0] = active experts, [1] = valid pairs, [2] = token tiles, [3] = scan scratch
+  unsigned long long* tokens;  // [E] bit t: token t routes to the expert (then: ranking scratch)
+  unsigned long long* warp_sums;  // [kDecodeWarps] block-scan scratch
   short* tile_act;      // [P] the active expert of each token tile (8 * NT tokens of one expert)
 };
 
@@ -135,38 +138,33 @@ __device__ __forceinline__ TaskStream task_stream(const uint8_t* base, long long
   return {blk + static_cast<long long>(w) * 1024, blk + chunks * stride + static_cast<long long>(w) * 1024, stride};
 }
 
-// Per-warp staging of the weight stream (lane-private 16-byte slices, so no barrier is
-// needed): weight slots [D][2 tiles][32 lanes], scale slots [2 groups][2 tiles][32 lanes].
+// Per-warp staging (lane-private 16-byte slices, so no barrier is needed): weight slots
+// [D][2 tiles][32 lanes], scale slots [2 groups][2 tiles][32 lanes], activation slots
+// [D][NT token tiles][2 halves][32 lanes].
 struct Staging {
   uint4* w;
   uint4* s;
+  uint4* b;
 };
 
-// Loads one lane's 16 activation values of one token column (zeros where absent).
-template <bool kReadOnly>
-__device__ __forceinline__ void load_b(const __nv_bfloat16* row, int kk, int kvalid, uint4 (&b)[2]) {
-  if (row != nullptr && kk < kvalid) {
-    const uint4* src = reinterpret_cast<const uint4*>(row + kk);
-    if (kReadOnly) {
-      b[0] = __ldg(src);  // x: read-only for the whole kernel
-      b[1] = __ldg(src + 1);
-    } else {
-      b[0] = __ldcg(src);  // h / xq: written by other warps in this launch - read from L2
-      b[1] = __ldcg(src + 1);
-    }
-  } else {
-    b[0] = b[1] = make_uint4(0, 0, 0, 0);
-  }
+__device__ __forceinline__ void cp_async16_zfill(void* dst, const void* src, bool valid, bool l1) {
+  // src-size 0 reads nothing and fills zeros (src must still be a valid address)
+  if (l1) asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
+  else asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
 }
 
 // One pass of one task over chunks [c0, c1) (c0 a multiple of 8): acc[t][nt] = tile t rows
-// x (8 * NT tokens). Weights stream through a cp.async pipeline D chunks deep; the first D
-// chunks are issued before before_b() (a dependency wait); activations are loaded into
-// registers kAhead chunks ahead: 2 for FC2, whose h comes from L2 (measured on an H200: 1-1.5%
-// faster at 8..64 tokens, within 1.6% either way at 1..4), 1 for FC1 (2 would spill).
-template <int NT, int D, bool kReadOnlyB, int kAhead, typename BeforeB>
+// x (8 * NT tokens). Weights and activations stream through one cp.async ring, D chunks deep,
+// a lane copying exactly the 16-byte slices it reads (its 16 K-values of token column r). The
+// first D chunks' weights are issued before before_b() (a dependency wait), their activations
+// after it; from then on every chunk is one group of both. (Measured on an H200: activations
+// loaded into registers one or two chunks ahead left each chunk waiting a full L2 round trip;
+// a pure cp.async stream of 1 KB pieces, 4 deep, reads 4.5 TB/s.)
+// kReadOnlyB: x, read-only for the whole kernel, is cached in L1 (measured: reading it from L2
+// only was 10-40% slower); h and xq are written by other warps in this launch: read from L2.
+template <int NT, int D, bool kReadOnlyB, typename BeforeB>
 __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, const Staging& st, int lane,
-                                          const __nv_bfloat16* const (&brow)[NT], int kvalid, int ntiles,
+                                          const __nv_bfloat16* bbase, const int (&brow)[NT], int kvalid, int ntiles,
                                           float (&acc)[2][NT][4], BeforeB before_b, unsigned long long& t_ready) {
   static_assert(D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
   (void)t_ready;  // stamped in the profiling build only
@@ -198,25 +196,43 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
       cp_async16_weights(&st.w[(slot * 2 + 1) * 32 + lane], wsrc + 512, pol);
       wsrc += ts.stride;
     }
-    ++next;
-    cp_async_commit();  // one group per chunk (empty past the end), so wait_group counts chunks
   };
-  auto fetch_b = [&](int c, uint4 (&b)[NT][2]) {
+  // chunk c's activations: this lane's 16 K-values of its token column in each token tile,
+  // K-values 64c + 16q .. + 15 of the row at element offset brow[nt] of bbase (-1: no such
+  // column). As element offsets, valid while boff < bend (unsigned: an absent column has
+  // boff = ~0); an invalid slice is zero-filled, read from bbase itself.
+  unsigned boff[NT], bend[NT];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      if (nt < ntiles && c < c1) load_b<kReadOnlyB>(brow[nt], c * 64 + q * 16, kvalid, b[nt]);
-      else b[nt][0] = b[nt][1] = make_uint4(0, 0, 0, 0);
+  for (int nt = 0; nt < NT; ++nt) {
+    const bool row = nt < ntiles && brow[nt] >= 0;
+    boff[nt] = row ? static_cast<unsigned>(brow[nt] + c0 * 64 + q * 16) : ~0u;
+    bend[nt] = row ? static_cast<unsigned>(brow[nt] + kvalid) : 0u;
+  }
+  auto issue_b = [&](int slot, int c) {
+    if (c < c1) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const bool valid = boff[nt] < bend[nt];
+        const __nv_bfloat16* src = bbase + (valid ? boff[nt] : 0u);
+        cp_async16_zfill(&st.b[((slot * NT + nt) * 2 + 0) * 32 + lane], src, valid, kReadOnlyB);
+        cp_async16_zfill(&st.b[((slot * NT + nt) * 2 + 1) * 32 + lane], src + 8, valid, kReadOnlyB);
+        boff[nt] += 64;
+      }
     }
   };
+  // groups: W[c0] .. W[c0 + D - 1], then B[c0] .. B[c0 + D - 1], then (W + B)[c] for each later
+  // chunk c: chunk c's data is complete once at most D - 1 groups are pending, in every case
 #pragma unroll
-  for (int i = 0; i < D; ++i) issue_w(i, i == 0);
+  for (int i = 0; i < D; ++i) {
+    issue_w(i, i == 0);
+    ++next;
+    cp_async_commit();  // one group per chunk (empty past the end), so wait_group counts chunks
+  }
   before_b();
-  static_assert(kAhead == 1 || (kAhead == 2 && NT == 1), "activations 1 chunk ahead, or 2 for one token tile");
-  uint4 bnext[NT][2], bnext2[2];
-  fetch_b(c0, bnext);
-  if (kAhead == 2) {
-    if (c0 + 1 < c1) load_b<kReadOnlyB>(brow[0], (c0 + 1) * 64 + q * 16, kvalid, bnext2);
-    else bnext2[0] = bnext2[1] = make_uint4(0, 0, 0, 0);
+#pragma unroll
+  for (int i = 0; i < D; ++i) {
+    issue_b(i, c0 + i);
+    cp_async_commit();
   }
   // Unrolled by a scale group: slots and scale bytes are compile-time indexed, and the
   // compiler can overlap one chunk's loads and dequantization with the previous MMAs.
@@ -227,18 +243,15 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
       if (c < c1) {
         cp_async_wait<D - 1>();
         FP4MOE_TRACE(if (c == c0) t_ready = trace_now();)
+        const int slot = u % D;
+        const uint4 w0 = st.w[(slot * 2 + 0) * 32 + lane];
+        const uint4 w1 = st.w[(slot * 2 + 1) * 32 + lane];
         uint4 bv[NT][2];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) bv[nt][0] = bnext[nt][0], bv[nt][1] = bnext[nt][1];
-        if (kAhead == 2) {
-          bnext[0][0] = bnext2[0], bnext[0][1] = bnext2[1];
-          if (c + 2 < c1) load_b<kReadOnlyB>(brow[0], (c + 2) * 64 + q * 16, kvalid, bnext2);
-        } else {
-          fetch_b(c + 1, bnext);
+        for (int nt = 0; nt < NT; ++nt) {
+          bv[nt][0] = st.b[((slot * NT + nt) * 2 + 0) * 32 + lane];
+          bv[nt][1] = st.b[((slot * NT + nt) * 2 + 1) * 32 + lane];
         }
-        const uint4 w0 = st.w[((u % D) * 2 + 0) * 32 + lane];
-        const uint4 w1 = st.w[((u % D) * 2 + 1) * 32 + lane];
-        issue_w((u + D) % D, (u + D) % 8 == 0);
         __nv_bfloat162 s_lo[2], s_hi[2];
 #pragma unroll
         for (int t = 0; t < 2; ++t) {
@@ -251,6 +264,11 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
           s_lo[t] = __lows2bfloat162(sb, sb);
           s_hi[t] = __highs2bfloat162(sb, sb);
         }
+        // the slot's data is in registers: refill it with chunk c + D
+        issue_w(slot, (u + D) % 8 == 0);
+        issue_b(slot, c + D);
+        ++next;
+        cp_async_commit();
         const uint32_t wv[2][4] = {{w0.x, w0.y, w0.z, w0.w}, {w1.x, w1.y, w1.z, w1.w}};
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
@@ -363,10 +381,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
   Staging st;
   st.w = reinterpret_cast<uint4*>(smem) + warp * decode_staging_pieces(D) * 32;
   st.s = st.w + D * 2 * 32;
+  st.b = st.s + 4 * 32;
   unsigned char* rbase = smem + kDecodeWarps * decode_staging_pieces(D) * 512;
-  static_assert(D == decode_depth(NT), "the host sizes shared memory with decode_depth");
+  static_assert(D == decode_depth(NT) && NT == 1, "the host sizes shared memory with decode_depth, for one token tile");
   Routing R;
-  R.count = reinterpret_cast<int*>(rbase);
+  R.tokens = reinterpret_cast<unsigned long long*>(rbase);
+  R.warp_sums = R.tokens + E;
+  R.count = reinterpret_cast<int*>(R.warp_sums + kDecodeWarps);
   R.off = R.count + E;
   R.active = R.off + E;
   R.base = R.active + E;
@@ -376,69 +397,103 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
   R.exp_of_slot = R.tok_of_slot + P;
   R.tile_act = R.exp_of_slot + P;
 
-  // ---- prologue: deterministic per-expert compaction of the routed pairs ----
-  for (int i = threadIdx.x; i < E; i += blockDim.x) R.count[i] = 0, R.base[i] = 0;
+  // ---- prologue: deterministic per-expert compaction of the routed pairs, by (expert, pair) ----
+  // Every CTA builds the same tables, in parallel: counts and token masks with shared-memory
+  // integer atomics (order-free); one block-wide scan over the experts gives the offsets, the
+  // active list and the token tiles; a pair's rank in its expert is the number of earlier tokens
+  // routed to that expert (a popcount of the mask). A token that names one expert twice (not
+  // what a top-k router gives, but allowed) makes the popcount short: then warp 0 ranks the
+  // pairs in order instead, 32 at a time. Same slots either way.
+  static_assert(kDecodeMaxTokens <= 64, "one 64-bit token mask per expert");
+  for (int e = threadIdx.x; e < E; e += blockDim.x) R.count[e] = 0, R.tokens[e] = 0;
   __syncthreads();
   unsigned bad = 0;
   for (int i = threadIdx.x; i < P; i += blockDim.x) {
     const int id = p.ids[i];
-    if (id >= 0 && id < E) atomicAdd(&R.count[id], 1);
-    else ++bad;
+    const bool ok = id >= 0 && id < E;
+    R.slot_of_pair[i] = static_cast<short>(ok ? id : -1);  // the id until the pair is ranked
+    if (ok) {
+      atomicAdd(&R.count[id], 1);
+      atomicOr(&R.tokens[id], 1ull << (i / p.k));
+    } else {
+      ++bad;
+    }
   }
   if (blockIdx.x == 0 && bad) atomicAdd(p.invalid, bad);
   __syncthreads();
-  if (warp == 0) {
-    const int per = (E + 31) / 32;
-    int sum = 0, act = 0;
-    for (int e = lane * per; e < min(E, (lane + 1) * per); ++e) sum += R.count[e], act += R.count[e] > 0;
-    int incl = sum, inca = act;
+  bool dup = false;
+  {
+    // exclusive scan over the experts of (pairs, active experts, token tiles), 21 bits each;
+    // thread i takes a contiguous range of experts
+    constexpr unsigned long long kField = (1ull << 21) - 1;
+    auto pack = [](int c) {
+      return static_cast<unsigned long long>(c) | (static_cast<unsigned long long>(c > 0) << 21) |
+             (static_cast<unsigned long long>(token_tiles<NT>(c)) << 42);
+    };
+    const int per = (E + blockDim.x - 1) / blockDim.x;
+    const int e0 = min(E, static_cast<int>(threadIdx.x) * per), e1 = min(E, e0 + per);
+    unsigned long long sum = 0;
+    for (int e = e0; e < e1; ++e) {
+      sum += pack(R.count[e]);
+      dup |= R.count[e] != __popcll(R.tokens[e]);
+    }
+    unsigned long long incl = sum;
 #pragma unroll
     for (int d = 1; d < 32; d <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, incl, d), va = __shfl_up_sync(0xffffffffu, inca, d);
-      if (lane >= d) incl += v, inca += va;
+      const unsigned long long v = __shfl_up_sync(0xffffffffu, incl, d);
+      if (lane >= d) incl += v;
     }
-    int o = incl - sum, a = inca - act;
-    for (int e = lane * per; e < min(E, (lane + 1) * per); ++e) {
-      R.off[e] = o;
-      o += R.count[e];
-      if (R.count[e] > 0) R.active[a++] = e;
+    if (lane == 31) R.warp_sums[warp] = incl;
+    dup = __syncthreads_or(dup);
+    unsigned long long excl = incl - sum;
+    for (int w = 0; w < warp; ++w) excl += R.warp_sums[w];
+    if (threadIdx.x == blockDim.x - 1) {
+      const unsigned long long tot = excl + sum;
+      R.scalars[0] = static_cast<int>((tot >> 21) & kField);
+      R.scalars[1] = static_cast<int>(tot & kField);
+      R.scalars[2] = static_cast<int>(tot >> 42);
     }
-    if (lane == 31) R.scalars[0] = inca, R.scalars[1] = incl;
+    for (int e = e0; e < e1; ++e) {
+      const int c = R.count[e];
+      R.off[e] = static_cast<int>(excl & kField);
+      if (c > 0) {
+        const int a = static_cast<int>((excl >> 21) & kField), tile0 = static_cast<int>(excl >> 42);
+        R.active[a] = e;
+        R.base[a] = tile0;
+        for (int j = 0; j < token_tiles<NT>(c); ++j) R.tile_act[tile0 + j] = static_cast<short>(a);
+      }
+      excl += pack(c);
+    }
+  }
+  __syncthreads();
+  if (!dup) {
+    for (int i = threadIdx.x; i < P; i += blockDim.x) {
+      const int id = R.slot_of_pair[i];
+      if (id >= 0) {
+        const int t = i / p.k;
+        const int slot = R.off[id] + __popcll(R.tokens[id] & ((1ull << t) - 1));
+        R.slot_of_pair[i] = static_cast<short>(slot);
+        R.tok_of_slot[slot] = static_cast<short>(t);
+        R.exp_of_slot[slot] = static_cast<short>(id);
+      }
+    }
+  } else if (warp == 0) {
+    for (int e = lane; e < E; e += 32) R.tokens[e] = 0;  // now: pairs of the expert ranked so far
     __syncwarp();
     for (int b0 = 0; b0 < P; b0 += 32) {
       const int i = b0 + lane;
-      int id = i < P ? p.ids[i] : -2;
-      if (i < P && (id < 0 || id >= E)) id = -1;
+      const int id = i < P ? R.slot_of_pair[i] : -2;
       const unsigned mask = __match_any_sync(0xffffffffu, id);
       if (id >= 0) {
-        const int rank = __popc(mask & ((1u << lane) - 1u));
-        const int slot = R.off[id] + R.base[id] + rank;
+        const int slot = R.off[id] + static_cast<int>(R.tokens[id]) + __popc(mask & ((1u << lane) - 1u));
         R.slot_of_pair[i] = static_cast<short>(slot);
         R.tok_of_slot[slot] = static_cast<short>(i / p.k);
         R.exp_of_slot[slot] = static_cast<short>(id);
-      } else if (id == -1) {
-        R.slot_of_pair[i] = -1;
       }
       __syncwarp();
-      if (id >= 0 && lane == __ffs(mask) - 1) R.base[id] += __popc(mask);
+      if (id >= 0 && lane == __ffs(mask) - 1) R.tokens[id] += __popc(mask);
       __syncwarp();
     }
-    // token tiles: R.base[a] = the first tile of active expert a (a prefix sum), tile_act
-    const int na = R.scalars[0], per_a = (na + 31) / 32;
-    int tsum = 0;
-    for (int a = lane * per_a; a < min(na, (lane + 1) * per_a); ++a) tsum += token_tiles<NT>(R.count[R.active[a]]);
-    int tincl = tsum;
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, tincl, d);
-      if (lane >= d) tincl += v;
-    }
-    int to = tincl - tsum;
-    for (int a = lane * per_a; a < min(na, (lane + 1) * per_a); ++a) {
-      R.base[a] = to;
-      for (int j = token_tiles<NT>(R.count[R.active[a]]); j > 0; --j) R.tile_act[to++] = static_cast<short>(a);
-    }
-    if (lane == 31) R.scalars[2] = tincl;
   }
   __syncthreads();
 
@@ -504,23 +559,22 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       const float is2 = p.w4a4 ? p.a2[e] : 1.0f;
       for (int base = 0; base < cnt; base += 8 * NT) {
         const int ntiles = min(NT, (cnt - base + 7) / 8);
-        const __nv_bfloat16* brow[NT];
+        int brow[NT];  // element offsets of the token rows in xq or x (-1: none)
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           const int j = base + nt * 8 + r;
-          brow[nt] = nullptr;
+          brow[nt] = -1;
           if (j < cnt) {
             const int slot = off + j;
-            brow[nt] = p.w4a4 ? p.xq + static_cast<long long>(slot) * p.Hk
-                              : p.x + static_cast<long long>(R.tok_of_slot[slot]) * p.H;
+            brow[nt] = p.w4a4 ? slot * p.Hk : R.tok_of_slot[slot] * p.H;
           }
         }
         float acc[2][NT][4];
         auto wait_q = [&] {
           if (p.w4a4 && base == 0) wait_count(&q_done[e], static_cast<unsigned>(R.count[e]), lane);
         };
-        if (p.w4a4) task_pass<NT, D, false, 1>(stream, c0, c1, st, lane, brow, p.Hk, ntiles, acc, wait_q, t_ready);
-        else task_pass<NT, D, true, 1>(stream, c0, c1, st, lane, brow, p.H, ntiles, acc, wait_q, t_ready);
+        if (p.w4a4) task_pass<NT, D, false>(stream, c0, c1, st, lane, p.xq, brow, p.Hk, ntiles, acc, wait_q, t_ready);
+        else task_pass<NT, D, true>(stream, c0, c1, st, lane, p.x, brow, p.H, ntiles, acc, wait_q, t_ready);
         if (!reduce_splits<NT>(acc, split, nsplit, p.part + (static_cast<long long>(a) * p.n1_tasks + w) * p.part_stride,
                                &p.task_ctr[static_cast<long long>(a) * p.n1_tasks + w], cnt - base, ntiles, lane)) {
           finished_splits = false;
@@ -594,14 +648,14 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       const float g2 = p.g2[e];
       for (int base = 0; base < cnt; base += 8 * NT) {
         const int ntiles = min(NT, (cnt - base + 7) / 8);
-        const __nv_bfloat16* brow[NT];
+        int brow[NT];  // element offsets of the token rows in h (-1: none)
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           const int j = base + nt * 8 + r;
-          brow[nt] = j < cnt ? p.h + static_cast<long long>(off + j) * p.Ik : nullptr;
+          brow[nt] = j < cnt ? (off + j) * p.Ik : -1;
         }
         float acc[2][NT][4];
-        task_pass<NT, D, false, 2>(stream, c0, c1, st, lane, brow, p.Ik, ntiles, acc, [&] {
+        task_pass<NT, D, false>(stream, c0, c1, st, lane, p.h, brow, p.Ik, ntiles, acc, [&] {
           // all of h of the expert's tokens: every FC1 task of every one of its token tiles
           if (base == 0) wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks * token_tiles<NT>(R.count[e])), lane);
         }, t_ready);
