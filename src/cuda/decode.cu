@@ -79,8 +79,9 @@ class DecodeKernel final : public MoeKernel {
 
     const int64_t P = max_tokens * spec.topk;
     // the kernel addresses x, xq and h rows by 32-bit element offsets
-    FP4MOE_CHECK_ARG(P * std::max(dims_.Hk, dims_.Ik) < (int64_t{1} << 31), "max_tokens",
-                     "max_tokens * topk * max(hidden, intermediate) below 2^31 for the decode backend", P * std::max(dims_.Hk, dims_.Ik));
+    const int64_t row_elems = P * std::max(dims_.Hk, dims_.Ik);
+    FP4MOE_CHECK_ARG(row_elems < (int64_t{1} << 31), "max_tokens",
+                     "max_tokens * topk * max(hidden, intermediate) below 2^31 for the decode backend", row_elems);
     ws_xq_ = a4 ? device_alloc<uint16_t>(static_cast<size_t>(P * dims_.Hk)) : nullptr;
     ws_h_ = device_alloc<uint16_t>(static_cast<size_t>(P * dims_.Ik));
     ws_z_ = device_alloc<float>(static_cast<size_t>(P * dims_.H));

@@ -118,7 +118,7 @@ struct Routing {
   int* off;             // [E]
   int* active;          // [E] active experts, ascending
   int* base;            // [E] the first token tile of active expert a
-  int* scalars;         // [0] = active experts, [1] = valid pairs, [2] = token tiles, [3] = scan scratch
+  int* scalars;         // [0] = active experts, [1] = valid pairs, [2] = token tiles
   unsigned long long* tokens;  // [E] bit t: token t routes to the expert (then: ranking scratch)
   unsigned long long* warp_sums;  // [kDecodeWarps] block-scan scratch
   short* tile_act;      // [P] the active expert of each token tile (8 * NT tokens of one expert)
@@ -146,12 +146,6 @@ struct Staging {
   uint4* s;
   uint4* b;
 };
-
-__device__ __forceinline__ void cp_async16_zfill(void* dst, const void* src, bool valid, bool l1) {
-  // src-size 0 reads nothing and fills zeros (src must still be a valid address)
-  if (l1) asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
-  else asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
 
 // One pass of one task over chunks [c0, c1) (c0 a multiple of 8): acc[t][nt] = tile t rows
 // x (8 * NT tokens). Weights and activations stream through one cp.async ring, D chunks deep,
@@ -214,8 +208,8 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
       for (int nt = 0; nt < NT; ++nt) {
         const bool valid = boff[nt] < bend[nt];
         const __nv_bfloat16* src = bbase + (valid ? boff[nt] : 0u);
-        cp_async16_zfill(&st.b[((slot * NT + nt) * 2 + 0) * 32 + lane], src, valid, kReadOnlyB);
-        cp_async16_zfill(&st.b[((slot * NT + nt) * 2 + 1) * 32 + lane], src + 8, valid, kReadOnlyB);
+        cp_async16<kReadOnlyB>(&st.b[((slot * NT + nt) * 2 + 0) * 32 + lane], src, valid ? 16 : 0);
+        cp_async16<kReadOnlyB>(&st.b[((slot * NT + nt) * 2 + 1) * 32 + lane], src + 8, valid ? 16 : 0);
         boff[nt] += 64;
       }
     }

@@ -14,10 +14,15 @@ namespace fp4moe::cuda {
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
-// 16-byte async copy global -> shared through L2 only (.cg: streamed data skips L1);
+// 16-byte async copy global -> shared, through L2 only (.cg: streamed data skips L1) or, with
+// kL1, also cached in L1 (.ca: read-only data that other warps of the SM read again);
 // src_bytes 0 zero-fills the destination without reading (rows past the end, K padding).
+template <bool kL1 = false>
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes = 16) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+  if constexpr (kL1)
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
