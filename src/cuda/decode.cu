@@ -88,25 +88,17 @@ class DecodeKernel final : public MoeKernel {
     // q_done, fc1_done, fc2_done [E] each, exit, invalid ids, task claims
     counters_ = device_alloc<unsigned>(3 * static_cast<size_t>(E) + 3);
     FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, (3 * static_cast<size_t>(E) + 3) * sizeof(unsigned)));
-    // split-K (batches of <= 8 tokens): partial sums per (active expert, task), arrival counters
-    part_experts_ = std::min<int64_t>(E, std::min<int64_t>(max_tokens, 8) * spec.topk);
-    const int64_t ntasks = dims_.n1_tasks + dims_.n2_tasks;
-    ws_part_ = device_alloc<float>(static_cast<size_t>(part_experts_ * ntasks * kPartStride));
-    task_ctr_ = device_alloc<unsigned>(static_cast<size_t>(E * ntasks));
-    FP4MOE_CUDA_CHECK(cudaMemset(task_ctr_, 0, static_cast<size_t>(E * ntasks) * sizeof(unsigned)));
-    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + (3 * E + 3) * 4 +
-                       part_experts_ * ntasks * kPartStride * 4 + E * ntasks * 4;
+    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + (3 * E + 3) * 4;
 
     cudaDeviceProp prop{};
     FP4MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     FP4MOE_CHECK_ARG(prop.major >= 8, "device", "compute capability >= 8.0", detail::concat(prop.major, ".", prop.minor));
     FP4MOE_CHECK_ARG(prop.cooperativeLaunch, "device", "cooperative launch support", "none");
     setup(static_cast<int>(P), prop);
-    for (int64_t t = 0; t <= std::min<int64_t>(max_tokens, 8); ++t) splits_.push_back(model_splits(t));
   }
 
   ~DecodeKernel() override {
-    void* bufs[] = {w1_, w2_, scales_, ws_xq_, ws_h_, ws_z_, counters_, ws_part_, task_ctr_};
+    void* bufs[] = {w1_, w2_, scales_, ws_xq_, ws_h_, ws_z_, counters_};
     for (void* p : bufs)
       if (p) cudaFree(p);
   }
@@ -157,12 +149,6 @@ class DecodeKernel final : public MoeKernel {
     p.expert2_bytes = dims_.expert2_bytes;
     p.w4a4 = spec_.mode == Mode::W4A4;
     p.swiglu = dims_.swiglu;
-    p.part = ws_part_;
-    p.task_ctr = task_ctr_;
-    p.part_stride = kPartStride;
-    p.part_experts = static_cast<int>(part_experts_);
-    const Splits sp = T < static_cast<int64_t>(splits_.size()) ? splits_[static_cast<size_t>(T)] : model_splits(T);
-    p.split1 = sp.split1, p.cps1 = sp.cps1, p.split2 = sp.split2, p.cps2 = sp.cps2;
     launch(p, static_cast<cudaStream_t>(stream));
   }
 
@@ -174,56 +160,6 @@ class DecodeKernel final : public MoeKernel {
   }
 
  private:
-  static constexpr int64_t kPartStride = kMaxSplitK * 8 * 32;  // [split][token column < 8][32 rows]
-
-  // K splits for FC1 and FC2 when there are few row tasks (batches of <= 8 tokens), so that
-  // every warp streams weights. A model of the schedule in units of one chunk per warp: tasks
-  // go to warps round-robin in phase order (FC1, then FC2) - the kernel's order for up to two
-  // rounds of tasks, an approximation of its claimed order beyond; an FC2 task starts when its
-  // warp is free and FC1 is done, less the chunks its warp prefetched while waiting; a split
-  // adds one chunk for its reduction. The pair with the shortest modelled makespan wins (ties:
-  // fewer splits). Computed once per batch size at construction (it visits every warp).
-  struct Splits {
-    int split1 = 1, cps1 = 0, split2 = 1, cps2 = 0;
-  };
-  Splits model_splits(int64_t T) const {
-    const int64_t W = static_cast<int64_t>(grid_) * kDecodeWarps;
-    const int64_t act = std::min<int64_t>(spec_.experts, T * spec_.topk);  // at most this many active experts
-    const int64_t tasks1 = act * dims_.n1_tasks, tasks2 = act * dims_.n2_tasks;
-    auto chunks_per_split = [](int64_t chunks, int64_t sp) { return ((chunks + sp - 1) / sp + 7) / 8 * 8; };
-    Splits best{1, static_cast<int>(dims_.chunks1), 1, static_cast<int>(dims_.chunks2)};
-    if (T > 8 || act > part_experts_) return best;
-    int64_t best_cost = -1;
-    for (int64_t s1 = 1; s1 <= kMaxSplitK; ++s1) {
-      const int64_t c1 = s1 == 1 ? dims_.chunks1 : chunks_per_split(dims_.chunks1, s1);
-      if ((dims_.chunks1 + c1 - 1) / c1 != s1) continue;
-      for (int64_t s2 = 1; s2 <= kMaxSplitK; ++s2) {
-        const int64_t c2 = s2 == 1 ? dims_.chunks2 : chunks_per_split(dims_.chunks2, s2);
-        if ((dims_.chunks2 + c2 - 1) / c2 != s2) continue;
-        const int64_t n1 = tasks1 * s1, n2 = tasks2 * s2;
-        const int64_t t1 = c1 + (s1 > 1), t2 = c2 + (s2 > 1);
-        const int64_t fc1_end = (n1 + W - 1) / W * t1;
-        int64_t makespan = fc1_end;
-        for (int64_t w = 0; w < std::min(W, n1 + n2); ++w) {
-          int64_t t = (n1 > w ? (n1 - w + W - 1) / W : 0) * t1;
-          bool first = true;
-          for (int64_t task = w; task < n1 + n2; task += W) {
-            if (task < n1) continue;
-            const int64_t pre = (first && t < fc1_end) ? std::min<int64_t>(decode_depth(1), c2) : 0;
-            t = std::max(t, fc1_end) + t2 - pre;
-            first = false;
-          }
-          makespan = std::max(makespan, t);
-        }
-        if (best_cost < 0 || makespan < best_cost) {
-          best_cost = makespan;
-          best = {static_cast<int>(s1), static_cast<int>(c1), static_cast<int>(s2), static_cast<int>(c2)};
-        }
-      }
-    }
-    return best;
-  }
-
   void setup(int P, const cudaDeviceProp& prop) {
     const void* fn = fused_decode_kernel_ptr();
     const size_t smem = decode_smem_bytes(P, static_cast<int>(spec_.experts));
@@ -265,14 +201,10 @@ class DecodeKernel final : public MoeKernel {
   uint16_t* ws_h_ = nullptr;
   float* ws_z_ = nullptr;
   unsigned* counters_ = nullptr;
-  float* ws_part_ = nullptr;
-  unsigned* task_ctr_ = nullptr;
-  int64_t part_experts_ = 0;
   size_t weight_bytes_ = 0, smem_ = 0;
   int64_t workspace_bytes_ = 0;
   const void* fn_ = nullptr;
   int grid_ = 0;
-  std::vector<Splits> splits_;  // by batch size, up to 8 tokens
 };
 
 }  // namespace

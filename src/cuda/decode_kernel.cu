@@ -147,7 +147,7 @@ struct Staging {
   uint4* b;
 };
 
-// One pass of one task over chunks [c0, c1) (c0 a multiple of 8): acc[t][nt] = tile t rows
+// One pass of one task over its chunks [0, nch): acc[t][nt] = tile t rows
 // x (8 * NT tokens). Weights and activations stream through one cp.async ring, D chunks deep,
 // a lane copying exactly the 16-byte slices it reads (its 16 K-values of token column r). The
 // first D chunks' weights are issued before before_b() (a dependency wait), their activations
@@ -157,7 +157,7 @@ struct Staging {
 // kReadOnlyB: x, read-only for the whole kernel, is cached in L1 (measured: reading it from L2
 // only was 10-40% slower); h and xq are written by other warps in this launch: read from L2.
 template <int NT, int D, bool kReadOnlyB, typename BeforeB>
-__device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, const Staging& st, int lane,
+__device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const Staging& st, int lane,
                                           const __nv_bfloat16* bbase, const int (&brow)[NT], int kvalid, int ntiles,
                                           float (&acc)[2][NT][4], BeforeB before_b, unsigned long long& t_ready) {
   static_assert(D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
@@ -172,14 +172,13 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
 
   // The next chunk to issue and where its weights (and, at a group start, its group's
   // scales) are: pointers advance by the stride, so the loop does no 64-bit index math.
-  // c0 is a multiple of 8, so a chunk's ring slot and group position are compile-time
-  // constants of the unrolled loop below.
-  int next = c0;
-  const uint8_t* wsrc = ts.w + static_cast<long long>(c0) * ts.stride + lane * 16;
-  const uint8_t* ssrc = ts.s + static_cast<long long>(c0 >> 3) * ts.stride + lane * 16;
+  // A chunk's ring slot and group position are compile-time constants of the unrolled loop below.
+  int next = 0;
+  const uint8_t* wsrc = ts.w + lane * 16;
+  const uint8_t* ssrc = ts.s + lane * 16;
   const uint64_t pol = weight_policy();
   auto issue_w = [&](int slot, bool group_start) {
-    if (next < c1) {
+    if (next < nch) {
       if (group_start) {
         const int gs = (next >> 3) & 1;
         cp_async16_weights(&st.s[(gs * 2 + 0) * 32 + lane], ssrc, pol);
@@ -199,11 +198,11 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     const bool row = nt < ntiles && brow[nt] >= 0;
-    boff[nt] = row ? static_cast<unsigned>(brow[nt] + c0 * 64 + q * 16) : ~0u;
+    boff[nt] = row ? static_cast<unsigned>(brow[nt] + q * 16) : ~0u;
     bend[nt] = row ? static_cast<unsigned>(brow[nt] + kvalid) : 0u;
   }
   auto issue_b = [&](int slot, int c) {
-    if (c < c1) {
+    if (c < nch) {
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
         const bool valid = boff[nt] < bend[nt];
@@ -214,7 +213,7 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
       }
     }
   };
-  // groups: W[c0] .. W[c0 + D - 1], then B[c0] .. B[c0 + D - 1], then (W + B)[c] for each later
+  // groups: W[0] .. W[D - 1], then B[0] .. B[D - 1], then (W + B)[c] for each later
   // chunk c: chunk c's data is complete once at most D - 1 groups are pending, in every case
 #pragma unroll
   for (int i = 0; i < D; ++i) {
@@ -225,18 +224,18 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
   before_b();
 #pragma unroll
   for (int i = 0; i < D; ++i) {
-    issue_b(i, c0 + i);
+    issue_b(i, i);
     cp_async_commit();
   }
   // Unrolled by a scale group: slots and scale bytes are compile-time indexed, and the
   // compiler can overlap one chunk's loads and dequantization with the previous MMAs.
-  for (int g0 = c0; g0 < c1; g0 += 8) {
+  for (int g0 = 0; g0 < nch; g0 += 8) {
 #pragma unroll
     for (int u = 0; u < 8; ++u) {
       const int c = g0 + u;
-      if (c < c1) {
+      if (c < nch) {
         cp_async_wait<D - 1>();
-        FP4MOE_TRACE(if (c == c0) t_ready = trace_now();)
+        FP4MOE_TRACE(if (c == 0) t_ready = trace_now();)
         const int slot = u % D;
         const uint4 w0 = st.w[(slot * 2 + 0) * 32 + lane];
         const uint4 w1 = st.w[(slot * 2 + 1) * 32 + lane];
@@ -284,77 +283,24 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int c0, int c1, 
   cp_async_wait<0>();
 }
 
-// Split-K: every split writes its partial sums; the last split to arrive adds them in split
-// order (so the result does not depend on who arrives last) and goes on to the epilogue.
-// Returns false for the splits that are done.
-template <int NT>
-__device__ __forceinline__ bool reduce_splits(float (&acc)[2][NT][4], int split, int nsplit, float* part, unsigned* ctr,
-                                              int cnt_left, int ntiles, int lane) {
-  if (nsplit == 1) return true;
-  const int r = lane >> 2, q = lane & 3;
-  // part layout for this task: [split][token column j < 8 * NT][32 rows]
-  auto at = [&](int s, int j, int row) { return part + (static_cast<long long>(s) * 8 * NT + j) * 32 + row; };
-  // fn(accumulator, token column, row) for each of this lane's accumulators of a real token
-  auto for_each = [&](auto fn) {
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int t = 0; t < 2; ++t)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int j = nt * 8 + 2 * q + (i & 1), row = 16 * t + r + 8 * (i >> 1);
-          if (nt < ntiles && j < cnt_left) fn(acc[t][nt][i], j, row);
-        }
-  };
-  for_each([&](float& v, int j, int row) { __stcg(at(split, j, row), v); });
-  __threadfence();
-  __syncwarp();
-  unsigned old = 0;
-  if (lane == 0) old = atomicAdd(ctr, 1u);
-  old = __shfl_sync(0xffffffffu, old, 0);
-  if (old != static_cast<unsigned>(nsplit - 1)) return false;
-  if (lane == 0) *ctr = 0;  // every split has arrived: ready for the next launch
-  __threadfence();
-  // all partials are loaded first (independent loads in flight together: one L2 round trip,
-  // not one per split and accumulator), then added in split order
-  for_each([&](float& v, int j, int row) {
-    float part_v[kMaxSplitK];
-#pragma unroll
-    for (int s = 0; s < kMaxSplitK; ++s) part_v[s] = (s < nsplit && s != split) ? __ldcg(at(s, j, row)) : v;
-    float sum = 0.0f;
-#pragma unroll
-    for (int s = 0; s < kMaxSplitK; ++s)
-      if (s < nsplit) sum = __fadd_rn(sum, part_v[s]);
-    v = sum;
-  });
-  return true;
-}
-
-// One FC1 or FC2 task: (token tile, row task w, K split) -> what it covers. A token tile is
-// up to 8 * NT tokens of one expert, so an expert with more tokens gives several tasks per
-// row block; they are adjacent in the task order, run at the same time and share the weight
-// reads through L2. Consecutive tasks (run at the same time on consecutive CTAs) are
-// consecutive row tasks of one split, so they read adjacent memory. Split-K applies only to
-// the tiles that have partial-sum slots (batches of <= 8 tokens); the others do all of K in
-// split 0, the other splits nothing.
+// One FC1 or FC2 task: (token tile, row task w) -> what it covers. A token tile is up to
+// 8 * NT tokens of one expert, so an expert with more tokens gives several tasks per row block;
+// they are adjacent in the task order, run at the same time and share the weight reads through
+// L2. Consecutive tasks (run at the same time on consecutive CTAs) are consecutive row tasks,
+// so they read adjacent memory.
 struct GemmTask {
-  int tile, w, split, e, cnt, off, nsplit, c0, c1;
+  int w, e, cnt, off;
 };
 template <int NT>
-__device__ __forceinline__ GemmTask gemm_task(int idx, int ntasks, int splits, int cps, int chunks, const Routing& R,
-                                              int part_experts) {
+__device__ __forceinline__ GemmTask gemm_task(int idx, int ntasks, const Routing& R) {
   GemmTask t;
-  t.tile = idx / (ntasks * splits);
+  const int tile = idx / ntasks;
   t.w = idx % ntasks;
-  t.split = (idx / ntasks) % splits;
-  const int a = R.tile_act[t.tile];
+  const int a = R.tile_act[tile];
   t.e = R.active[a];
-  const int first = (t.tile - R.base[a]) * 8 * NT;  // the tile's first token of the expert
+  const int first = (tile - R.base[a]) * 8 * NT;  // the tile's first token of the expert
   t.cnt = min(8 * NT, R.count[t.e] - first);
   t.off = R.off[t.e] + first;
-  t.nsplit = (splits > 1 && t.tile < part_experts) ? splits : 1;
-  t.c0 = t.nsplit > 1 ? t.split * cps : 0;
-  t.c1 = t.nsplit > 1 ? min(chunks, t.c0 + cps) : chunks;
   return t;
 }
 // Token tiles of an expert with cnt tokens.
@@ -496,7 +442,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
   unsigned* fc1_done = p.counters + E;
   unsigned* fc2_done = p.counters + 2 * E;
   const int nq = p.w4a4 ? nvalid : 0;
-  const int n1 = ntile * p.n1_tasks * p.split1, n2 = ntile * p.n2_tasks * p.split2;
+  const int n1 = ntile * p.n1_tasks, n2 = ntile * p.n2_tasks;
   const int ncol = (p.H + kCombineCols - 1) / kCombineCols;
   const int total = nq + n1 + n2 + p.T * ncol;
   const int r = lane >> 2, q = lane & 3;
@@ -543,11 +489,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       signal_count(&q_done[e], lane);
     } else if (task < nq + n1) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
-      const GemmTask gt = gemm_task<NT>(task - nq, p.n1_tasks, p.split1, p.cps1, p.chunks1, R, p.part_experts);
-      if (gt.split >= gt.nsplit) continue;
-      const int a = gt.tile, w = gt.w, split = gt.split, e = gt.e, cnt = gt.cnt, off = gt.off, nsplit = gt.nsplit;
-      const int c0 = gt.c0, c1 = gt.c1;
-      bool finished_splits = true;
+      const GemmTask gt = gemm_task<NT>(task - nq, p.n1_tasks, R);
+      const int w = gt.w, e = gt.e, cnt = gt.cnt, off = gt.off;
       const TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
       const float g1 = p.g1[e];
       const float is2 = p.w4a4 ? p.a2[e] : 1.0f;
@@ -567,13 +510,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         auto wait_q = [&] {
           if (p.w4a4 && base == 0) wait_count(&q_done[e], static_cast<unsigned>(R.count[e]), lane);
         };
-        if (p.w4a4) task_pass<NT, D, false>(stream, c0, c1, st, lane, p.xq, brow, p.Hk, ntiles, acc, wait_q, t_ready);
-        else task_pass<NT, D, true>(stream, c0, c1, st, lane, p.x, brow, p.H, ntiles, acc, wait_q, t_ready);
-        if (!reduce_splits<NT>(acc, split, nsplit, p.part + (static_cast<long long>(a) * p.n1_tasks + w) * p.part_stride,
-                               &p.task_ctr[static_cast<long long>(a) * p.n1_tasks + w], cnt - base, ntiles, lane)) {
-          finished_splits = false;
-          break;
-        }
+        if (p.w4a4) task_pass<NT, D, false>(stream, p.chunks1, st, lane, p.xq, brow, p.Hk, ntiles, acc, wait_q, t_ready);
+        else task_pass<NT, D, true>(stream, p.chunks1, st, lane, p.x, brow, p.H, ntiles, acc, wait_q, t_ready);
         // epilogue: thread holds, per tile and token tile, rows (r, r + 8) x tokens (2q, 2q + 1)
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
@@ -630,14 +568,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
           }
         }
       }
-      if (finished_splits) signal_count(&fc1_done[e], lane);
+      signal_count(&fc1_done[e], lane);
     } else if (task < nq + n1 + n2) {
       // ---- FC2 -> z (fp32, complete sums) ----
-      const GemmTask gt = gemm_task<NT>(task - nq - n1, p.n2_tasks, p.split2, p.cps2, p.chunks2, R, p.part_experts);
-      if (gt.split >= gt.nsplit) continue;
-      const int a = gt.tile, w = gt.w, split = gt.split, e = gt.e, cnt = gt.cnt, off = gt.off, nsplit = gt.nsplit;
-      const int c0 = gt.c0, c1 = gt.c1;
-      bool finished_splits = true;
+      const GemmTask gt = gemm_task<NT>(task - nq - n1, p.n2_tasks, R);
+      const int w = gt.w, e = gt.e, cnt = gt.cnt, off = gt.off;
       const TaskStream stream = task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, w, p.chunks2);
       const float g2 = p.g2[e];
       for (int base = 0; base < cnt; base += 8 * NT) {
@@ -649,17 +584,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
           brow[nt] = j < cnt ? (off + j) * p.Ik : -1;
         }
         float acc[2][NT][4];
-        task_pass<NT, D, false>(stream, c0, c1, st, lane, p.h, brow, p.Ik, ntiles, acc, [&] {
+        task_pass<NT, D, false>(stream, p.chunks2, st, lane, p.h, brow, p.Ik, ntiles, acc, [&] {
           // all of h of the expert's tokens: every FC1 task of every one of its token tiles
           if (base == 0) wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks * token_tiles<NT>(R.count[e])), lane);
         }, t_ready);
-        if (!reduce_splits<NT>(acc, split, nsplit,
-                               p.part + (static_cast<long long>(p.part_experts) * p.n1_tasks + static_cast<long long>(a) * p.n2_tasks + w) * p.part_stride,
-                               &p.task_ctr[static_cast<long long>(p.E) * p.n1_tasks + static_cast<long long>(a) * p.n2_tasks + w],
-                               cnt - base, ntiles, lane)) {
-          finished_splits = false;
-          break;
-        }
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           if (nt >= ntiles) continue;
@@ -677,7 +605,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
           }
         }
       }
-      if (finished_splits) signal_count(&fc2_done[e], lane);
+      signal_count(&fc2_done[e], lane);
     } else {
       // ---- combine: out[t] = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
       const int idx = task - nq - n1 - n2, t = idx / ncol, cc = idx % ncol;

@@ -5,7 +5,8 @@
 //            slots, in a deterministic order (expert, then pair index), so every CTA agrees;
 //   Q   (W4A4 only) one warp per pair: x quantized with the expert's FC1 input scale -> xq;
 //   FC1 one warp per (expert, 16 or 32 intermediate rows): y = W1 x, activation, bf16 (and in
-//       W4A4 the FP4 re-quantization), written to h - complete sums, no reduction across warps;
+//       W4A4 the FP4 re-quantization), written to h - complete sums over all of K, no
+//       reduction across warps;
 //   FC2 one warp per (expert, 32 output rows): z = W2 h, complete sums, fp32;
 //   combine one warp per (token, 256 outputs): out = bf16(sum_j w_j z_j), j in order.
 // Dependencies between phases are per-expert completion counters (integers, so their order does
@@ -40,11 +41,6 @@ struct DecodeParams {
   float* z;           // [P][H]
   unsigned* counters;  // q_done[E], fc1_done[E], fc2_done[E], exit, (invalid), task claims
   unsigned* invalid;   // count of pairs with an expert id outside [0, E)
-  float* part;         // split-K partial sums: per (FC1 task of all experts, then FC2 task) part_stride floats
-  unsigned* task_ctr;  // split-K arrivals per task (reset by the last split)
-  long long part_stride;
-  int part_experts;    // active-expert slots of part (split-K is used only while they suffice)
-  int split1, split2, cps1, cps2;  // K splits and chunks per split (a multiple of 8)
   int T, k, E, H, Hk, I, Ik;
   int n1_tasks, n2_tasks, chunks1, chunks2;
   long long expert1_bytes, expert2_bytes;
@@ -62,8 +58,6 @@ inline constexpr int kCombineCols = 256;  // outputs per combine task
 // prefetch 8 or 16 chunks ahead of the ring, by 5-15%. A pure stream of 1 KB pieces, 4 deep
 // per warp, reads 4.5 TB/s: the kernel is not short of bytes in flight.)
 __host__ __device__ constexpr int decode_depth(int) { return 4; }
-// K splits at most (split-K serves batches of <= 8 tokens).
-inline constexpr int kMaxSplitK = 4;
 // CTAs per SM the register allocation must allow (4 warps each).
 __host__ __device__ constexpr int decode_min_blocks(int nt) { return nt == 1 ? 4 : nt == 2 ? 3 : 2; }
 // 512-byte staging pieces per warp: weights D x 2 tiles, scales 2 groups x 2 tiles,

@@ -234,13 +234,6 @@ TEST(DecodeSmall, SkewedAndDuplicateRouting) {
                         {{"skewed", [](int64_t, int j) { return 9 + j; }}, {"duplicates", [](int64_t, int) { return 3; }}});
 }
 
-// A batch of <= 8 tokens takes the split-K path when K has >= 16 chunks (H >= 1024); with every
-// pair on one expert, that expert has several token tiles, each with its own partial sums.
-TEST(DecodeSmall, SplitKWithSeveralTokenTilesOfOneExpert) {
-  FP4MOE_SKIP_WITHOUT_GPU();
-  check_forced_routings(1024, 96, 16, 4, 8, {{"split-K duplicates", [](int64_t, int) { return 3; }}});
-}
-
 TEST(DecodeSmall, InvalidExpertIdsAreSkippedAndCounted) {
   FP4MOE_SKIP_WITHOUT_GPU();
   MoeSpec s = small(128, 64, 16, 3, Activation::SwiGLU, Mode::W4A16);
