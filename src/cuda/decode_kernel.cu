@@ -60,13 +60,9 @@ __device__ __forceinline__ void dequant_word(uint32_t w, __nv_bfloat162 s_lo, __
   a[3] = bf2_bits(__hmul2(bits_bf2(word_reg_bits(w, 3)), s_hi));
 }
 
-// Weights are read once per call: they are marked evict-first in L2, so they do not push out
-// the small reused data (x, h, z, partial sums). Measured on an H200: 5% faster at 8..64 tokens.
-__device__ __forceinline__ uint64_t weight_policy() {
-  uint64_t pol;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
-  return pol;
-}
+// Weights are read once per call: they are copied with an evict-first L2 policy
+// (l2_evict_first_policy), so they do not push out the small reused data (x, h, z). Measured on
+// an H200: 5% faster at 8..64 tokens.
 __device__ __forceinline__ void cp_async16_weights(void* dst, const void* src, uint64_t pol) {
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "l"(pol));
 }
@@ -176,7 +172,7 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
   int next = 0;
   const uint8_t* wsrc = ts.w + lane * 16;
   const uint8_t* ssrc = ts.s + lane * 16;
-  const uint64_t pol = weight_policy();
+  const uint64_t pol = l2_evict_first_policy();
   auto issue_w = [&](int slot, bool group_start) {
     if (next < nch) {
       if (group_start) {

@@ -76,11 +76,6 @@ __device__ __forceinline__ void tma_stage_warp(uint32_t full, uint32_t tx, uint3
       "r"(bytes_s), "l"(pol)
       : "memory");
 }
-__device__ __forceinline__ uint64_t evict_first_policy() {
-  uint64_t pol;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
-  return pol;
-}
 
 // Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart
 // (stride byte offset), leading byte offset unused for this layout; the tile base is
@@ -335,7 +330,7 @@ __global__ void __launch_bounds__(kThreads, WgShape<BM>::kMinBlocks)
   uint32_t l_blk = 0;    // the tile's first weight block: (e * nt + ntile) * kc
   uint32_t l_par = ~0u;  // per slot: the parity of its next empty-barrier wait (a fresh barrier's
                          // "previous phase", parity 1, counts as complete: every slot starts empty)
-  const uint64_t pol = evict_first_policy();
+  const uint64_t pol = l2_evict_first_policy();
   auto load = [&](int kc, int slot) {  // warp 0, kc < KC
     mbar_wait_warp(empty0 + 8 * slot, (l_par >> slot) & 1u);
     l_par ^= 1u << slot;
