@@ -168,7 +168,6 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
 
   // The next chunk to issue and where its weights (and, at a group start, its group's
   // scales) are: pointers advance by the stride, so the loop does no 64-bit index math.
-  // A chunk's ring slot and group position are compile-time constants of the unrolled loop below.
   int next = 0;
   const uint8_t* wsrc = ts.w + lane * 16;
   const uint8_t* ssrc = ts.s + lane * 16;
@@ -223,55 +222,51 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
     issue_b(i, i);
     cp_async_commit();
   }
-  // Unrolled by a scale group: slots and scale bytes are compile-time indexed, and the
-  // compiler can overlap one chunk's loads and dequantization with the previous MMAs.
-  for (int g0 = 0; g0 < nch; g0 += 8) {
+  // One chunk per iteration, its ring slot and scale bytes indexed at run time, unrolled by 4.
+  // (Measured on an H200 against unrolling by a whole scale group of 8 chunks with compile-time
+  // slots: as fast or 1-3% faster, in 16% less code. Not unrolled at all: up to 20% slower.)
+#pragma unroll 4
+  for (int c = 0; c < nch; ++c) {
+    cp_async_wait<D - 1>();
+    FP4MOE_TRACE(if (c == 0) t_ready = trace_now();)
+    const int slot = c & (D - 1), u = c & 7;
+    const uint4 w0 = st.w[(slot * 2 + 0) * 32 + lane];
+    const uint4 w1 = st.w[(slot * 2 + 1) * 32 + lane];
+    uint4 bv[NT][2];
 #pragma unroll
-    for (int u = 0; u < 8; ++u) {
-      const int c = g0 + u;
-      if (c < nch) {
-        cp_async_wait<D - 1>();
-        FP4MOE_TRACE(if (c == 0) t_ready = trace_now();)
-        const int slot = u % D;
-        const uint4 w0 = st.w[(slot * 2 + 0) * 32 + lane];
-        const uint4 w1 = st.w[(slot * 2 + 1) * 32 + lane];
-        uint4 bv[NT][2];
+    for (int nt = 0; nt < NT; ++nt) {
+      bv[nt][0] = st.b[((slot * NT + nt) * 2 + 0) * 32 + lane];
+      bv[nt][1] = st.b[((slot * NT + nt) * 2 + 1) * 32 + lane];
+    }
+    __nv_bfloat162 s_lo[2], s_hi[2];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          bv[nt][0] = st.b[((slot * NT + nt) * 2 + 0) * 32 + lane];
-          bv[nt][1] = st.b[((slot * NT + nt) * 2 + 1) * 32 + lane];
-        }
-        __nv_bfloat162 s_lo[2], s_hi[2];
+    for (int t = 0; t < 2; ++t) {
+      // this chunk's two scale bytes (rows r, r + 8) of the group's 16-byte lane slice
+      const uint32_t sw = reinterpret_cast<const uint32_t*>(&st.s[(((c >> 3) & 1) * 2 + t) * 32 + lane])[u >> 1];
+      const uint32_t pair = (u & 1) ? (sw >> 16) : (sw & 0xFFFF);
+      // e4m3x2 -> f16x2 -> f32 x 2^63 -> bf16x2 (all exact), then (s_r, s_r) and (s_r8, s_r8)
+      const float2 sf = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3)));
+      const __nv_bfloat162 sb = __floats2bfloat162_rn(sf.x * kWeightShift, sf.y * kWeightShift);
+      s_lo[t] = __lows2bfloat162(sb, sb);
+      s_hi[t] = __highs2bfloat162(sb, sb);
+    }
+    // the slot's data is in registers: refill it with chunk c + D
+    issue_w(slot, ((c + D) & 7) == 0);
+    issue_b(slot, c + D);
+    ++next;
+    cp_async_commit();
+    const uint32_t wv[2][4] = {{w0.x, w0.y, w0.z, w0.w}, {w1.x, w1.y, w1.z, w1.w}};
 #pragma unroll
-        for (int t = 0; t < 2; ++t) {
-          // this chunk's two scale bytes (rows r, r + 8) of the group's 16-byte lane slice
-          const uint32_t sw = reinterpret_cast<const uint32_t*>(&st.s[(((g0 >> 3) & 1) * 2 + t) * 32 + lane])[u >> 1];
-          const uint32_t pair = (u & 1) ? (sw >> 16) : (sw & 0xFFFF);
-          // e4m3x2 -> f16x2 -> f32 x 2^63 -> bf16x2 (all exact), then (s_r, s_r) and (s_r8, s_r8)
-          const float2 sf = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3)));
-          const __nv_bfloat162 sb = __floats2bfloat162_rn(sf.x * kWeightShift, sf.y * kWeightShift);
-          s_lo[t] = __lows2bfloat162(sb, sb);
-          s_hi[t] = __highs2bfloat162(sb, sb);
-        }
-        // the slot's data is in registers: refill it with chunk c + D
-        issue_w(slot, (u + D) % 8 == 0);
-        issue_b(slot, c + D);
-        ++next;
-        cp_async_commit();
-        const uint32_t wv[2][4] = {{w0.x, w0.y, w0.z, w0.w}, {w1.x, w1.y, w1.z, w1.w}};
+    for (int m = 0; m < 4; ++m) {
+      uint32_t a0[4], a1[4];
+      dequant_word(wv[0][m], s_lo[0], s_hi[0], a0);
+      dequant_word(wv[1][m], s_lo[1], s_hi[1], a1);
 #pragma unroll
-        for (int m = 0; m < 4; ++m) {
-          uint32_t a0[4], a1[4];
-          dequant_word(wv[0][m], s_lo[0], s_hi[0], a0);
-          dequant_word(wv[1][m], s_lo[1], s_hi[1], a1);
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            if (NT == 1 || nt < ntiles) {  // a pass always has its first token tile
-              const uint32_t* bw = reinterpret_cast<const uint32_t*>(&bv[nt][0]);
-              mma_bf16(acc[0][nt], a0, bw[2 * m], bw[2 * m + 1]);
-              mma_bf16(acc[1][nt], a1, bw[2 * m], bw[2 * m + 1]);
-            }
-          }
+      for (int nt = 0; nt < NT; ++nt) {
+        if (NT == 1 || nt < ntiles) {  // a pass always has its first token tile
+          const uint32_t* bw = reinterpret_cast<const uint32_t*>(&bv[nt][0]);
+          mma_bf16(acc[0][nt], a0, bw[2 * m], bw[2 * m + 1]);
+          mma_bf16(acc[1][nt], a1, bw[2 * m], bw[2 * m + 1]);
         }
       }
     }
