@@ -117,7 +117,7 @@ struct Routing {
   int* scalars;         // [0] = active experts, [1] = valid pairs, [2] = token tiles
   unsigned long long* tokens;  // [E] bit t: token t routes to the expert (then: ranking scratch)
   unsigned long long* warp_sums;  // [kDecodeWarps] block-scan scratch
-  short* tile_act;      // [P] the active expert of each token tile (8 * NT tokens of one expert)
+  short* tile_act;      // [P] the active expert of each token tile (up to 8 tokens of one expert)
 };
 
 // Where one task's pieces are: chunk c's weights at w + c * stride, group g's scales at
@@ -136,35 +136,34 @@ __device__ __forceinline__ TaskStream task_stream(const uint8_t* base, long long
 
 // Per-warp staging (lane-private 16-byte slices, so no barrier is needed): weight slots
 // [D][2 tiles][32 lanes], scale slots [2 groups][2 tiles][32 lanes], activation slots
-// [D][NT token tiles][2 halves][32 lanes].
+// [D][2 halves][32 lanes].
 struct Staging {
   uint4* w;
   uint4* s;
   uint4* b;
 };
 
-// One pass of one task over its chunks [0, nch): acc[t][nt] = tile t rows
-// x (8 * NT tokens). Weights and activations stream through one cp.async ring, D chunks deep,
+// One task over its chunks [0, nch): acc[t] = tile t's 16 rows x the token tile's 8 columns
+// (the mma.sync accumulator layout). Weights and activations stream through one cp.async ring, D chunks deep,
 // a lane copying exactly the 16-byte slices it reads (its 16 K-values of token column r). The
 // first D chunks' weights are issued before before_b() (a dependency wait), their activations
 // after it; from then on every chunk is one group of both. (Measured on an H200: activations
 // loaded into registers one or two chunks ahead left each chunk waiting a full L2 round trip;
-// a pure cp.async stream of 1 KB pieces, 4 deep, reads 4.5 TB/s.)
+// a pure cp.async stream of 1 KB pieces, 4 deep, reads 4.2-4.5 TB/s when every warp streams.)
 // kReadOnlyB: x, read-only for the whole kernel, is cached in L1 (measured: reading it from L2
 // only was 10-40% slower); h and xq are written by other warps in this launch: read from L2.
-template <int NT, int D, bool kReadOnlyB, typename BeforeB>
+template <bool kReadOnlyB, typename BeforeB>
 __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const Staging& st, int lane,
-                                          const __nv_bfloat16* bbase, const int (&brow)[NT], int kvalid, int ntiles,
-                                          float (&acc)[2][NT][4], BeforeB before_b, unsigned long long& t_ready) {
+                                          const __nv_bfloat16* bbase, int brow, int kvalid, float (&acc)[2][4],
+                                          BeforeB before_b, unsigned long long& t_ready) {
+  constexpr int D = kDecodeDepth;
   static_assert(D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
   (void)t_ready;  // stamped in the profiling build only
   const int q = lane & 3;
 #pragma unroll
   for (int t = 0; t < 2; ++t)
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[t][nt][i] = 0.0f;
+    for (int i = 0; i < 4; ++i) acc[t][i] = 0.0f;
 
   // The next chunk to issue and where its weights (and, at a group start, its group's
   // scales) are: pointers advance by the stride, so the loop does no 64-bit index math.
@@ -185,27 +184,19 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
       wsrc += ts.stride;
     }
   };
-  // chunk c's activations: this lane's 16 K-values of its token column in each token tile,
-  // K-values 64c + 16q .. + 15 of the row at element offset brow[nt] of bbase (-1: no such
-  // column). As element offsets, valid while boff < bend (unsigned: an absent column has
-  // boff = ~0); an invalid slice is zero-filled, read from bbase itself.
-  unsigned boff[NT], bend[NT];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const bool row = nt < ntiles && brow[nt] >= 0;
-    boff[nt] = row ? static_cast<unsigned>(brow[nt] + q * 16) : ~0u;
-    bend[nt] = row ? static_cast<unsigned>(brow[nt] + kvalid) : 0u;
-  }
+  // chunk c's activations: this lane's 16 K-values of its token column, K-values 64c + 16q ..
+  // + 15 of the row at element offset brow of bbase (-1: no such column). As element offsets,
+  // valid while boff < bend (unsigned: an absent column has boff = ~0); an invalid slice is
+  // zero-filled, read from bbase itself.
+  unsigned boff = brow >= 0 ? static_cast<unsigned>(brow + q * 16) : ~0u;
+  const unsigned bend = brow >= 0 ? static_cast<unsigned>(brow + kvalid) : 0u;
   auto issue_b = [&](int slot, int c) {
     if (c < nch) {
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        const bool valid = boff[nt] < bend[nt];
-        const __nv_bfloat16* src = bbase + (valid ? boff[nt] : 0u);
-        cp_async16<kReadOnlyB>(&st.b[((slot * NT + nt) * 2 + 0) * 32 + lane], src, valid ? 16 : 0);
-        cp_async16<kReadOnlyB>(&st.b[((slot * NT + nt) * 2 + 1) * 32 + lane], src + 8, valid ? 16 : 0);
-        boff[nt] += 64;
-      }
+      const bool valid = boff < bend;
+      const __nv_bfloat16* src = bbase + (valid ? boff : 0u);
+      cp_async16<kReadOnlyB>(&st.b[(slot * 2 + 0) * 32 + lane], src, valid ? 16 : 0);
+      cp_async16<kReadOnlyB>(&st.b[(slot * 2 + 1) * 32 + lane], src + 8, valid ? 16 : 0);
+      boff += 64;
     }
   };
   // groups: W[0] .. W[D - 1], then B[0] .. B[D - 1], then (W + B)[c] for each later
@@ -232,12 +223,8 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
     const int slot = c & (D - 1), u = c & 7;
     const uint4 w0 = st.w[(slot * 2 + 0) * 32 + lane];
     const uint4 w1 = st.w[(slot * 2 + 1) * 32 + lane];
-    uint4 bv[NT][2];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      bv[nt][0] = st.b[((slot * NT + nt) * 2 + 0) * 32 + lane];
-      bv[nt][1] = st.b[((slot * NT + nt) * 2 + 1) * 32 + lane];
-    }
+    const uint4 bv[2] = {st.b[(slot * 2 + 0) * 32 + lane], st.b[(slot * 2 + 1) * 32 + lane]};
+    const uint32_t* bw = reinterpret_cast<const uint32_t*>(&bv[0]);
     __nv_bfloat162 s_lo[2], s_hi[2];
 #pragma unroll
     for (int t = 0; t < 2; ++t) {
@@ -261,60 +248,51 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
       uint32_t a0[4], a1[4];
       dequant_word(wv[0][m], s_lo[0], s_hi[0], a0);
       dequant_word(wv[1][m], s_lo[1], s_hi[1], a1);
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        if (NT == 1 || nt < ntiles) {  // a pass always has its first token tile
-          const uint32_t* bw = reinterpret_cast<const uint32_t*>(&bv[nt][0]);
-          mma_bf16(acc[0][nt], a0, bw[2 * m], bw[2 * m + 1]);
-          mma_bf16(acc[1][nt], a1, bw[2 * m], bw[2 * m + 1]);
-        }
-      }
+      mma_bf16(acc[0], a0, bw[2 * m], bw[2 * m + 1]);
+      mma_bf16(acc[1], a1, bw[2 * m], bw[2 * m + 1]);
     }
   }
   cp_async_wait<0>();
 }
 
 // One FC1 or FC2 task: (token tile, row task w) -> what it covers. A token tile is up to
-// 8 * NT tokens of one expert, so an expert with more tokens gives several tasks per row block;
+// 8 tokens of one expert, so an expert with more tokens gives several tasks per row block;
 // they are adjacent in the task order, run at the same time and share the weight reads through
 // L2. Consecutive tasks (run at the same time on consecutive CTAs) are consecutive row tasks,
 // so they read adjacent memory.
 struct GemmTask {
   int w, e, cnt, off;
 };
-template <int NT>
 __device__ __forceinline__ GemmTask gemm_task(int idx, int ntasks, const Routing& R) {
   GemmTask t;
   const int tile = idx / ntasks;
   t.w = idx % ntasks;
   const int a = R.tile_act[tile];
   t.e = R.active[a];
-  const int first = (tile - R.base[a]) * 8 * NT;  // the tile's first token of the expert
-  t.cnt = min(8 * NT, R.count[t.e] - first);
+  const int first = (tile - R.base[a]) * 8;  // the tile's first token of the expert
+  t.cnt = min(8, R.count[t.e] - first);
   t.off = R.off[t.e] + first;
   return t;
 }
 // Token tiles of an expert with cnt tokens.
-template <int NT>
-__device__ __forceinline__ int token_tiles(int cnt) { return (cnt + 8 * NT - 1) / (8 * NT); }
+__device__ __forceinline__ int token_tiles(int cnt) { return (cnt + 7) / 8; }
 
 __device__ __forceinline__ float silu(float g) { return __fdiv_rn(g, __fadd_rn(1.0f, expf(-g))); }
 
 }  // namespace
 
-template <int NT, int D>
-__global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fused_decode_kernel(DecodeParams p) {
+__global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_decode_kernel(DecodeParams p) {
+  constexpr int D = kDecodeDepth;
   extern __shared__ __align__(16) unsigned char smem[];
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][0] = trace_now();)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int P = p.T * p.k, E = p.E;
 
   Staging st;
-  st.w = reinterpret_cast<uint4*>(smem) + warp * decode_staging_pieces(D) * 32;
+  st.w = reinterpret_cast<uint4*>(smem) + warp * kDecodeStagingPieces * 32;
   st.s = st.w + D * 2 * 32;
   st.b = st.s + 4 * 32;
-  unsigned char* rbase = smem + kDecodeWarps * decode_staging_pieces(D) * 512;
-  static_assert(D == decode_depth(NT) && NT == 1, "the host sizes shared memory with decode_depth, for one token tile");
+  unsigned char* rbase = smem + kDecodeWarps * kDecodeStagingPieces * 512;
   Routing R;
   R.tokens = reinterpret_cast<unsigned long long*>(rbase);
   R.warp_sums = R.tokens + E;
@@ -359,7 +337,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
     constexpr unsigned long long kField = (1ull << 21) - 1;
     auto pack = [](int c) {
       return static_cast<unsigned long long>(c) | (static_cast<unsigned long long>(c > 0) << 21) |
-             (static_cast<unsigned long long>(token_tiles<NT>(c)) << 42);
+             (static_cast<unsigned long long>(token_tiles(c)) << 42);
     };
     const int per = (E + blockDim.x - 1) / blockDim.x;
     const int e0 = min(E, static_cast<int>(threadIdx.x) * per), e1 = min(E, e0 + per);
@@ -391,7 +369,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         const int a = static_cast<int>((excl >> 21) & kField), tile0 = static_cast<int>(excl >> 42);
         R.active[a] = e;
         R.base[a] = tile0;
-        for (int j = 0; j < token_tiles<NT>(c); ++j) R.tile_act[tile0 + j] = static_cast<short>(a);
+        for (int j = 0; j < token_tiles(c); ++j) R.tile_act[tile0 + j] = static_cast<short>(a);
       }
       excl += pack(c);
     }
@@ -480,120 +458,93 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
       signal_count(&q_done[e], lane);
     } else if (task < nq + n1) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
-      const GemmTask gt = gemm_task<NT>(task - nq, p.n1_tasks, R);
+      const GemmTask gt = gemm_task(task - nq, p.n1_tasks, R);
       const int w = gt.w, e = gt.e, cnt = gt.cnt, off = gt.off;
       const TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
       const float g1 = p.g1[e];
       const float is2 = p.w4a4 ? p.a2[e] : 1.0f;
-      for (int base = 0; base < cnt; base += 8 * NT) {
-        const int ntiles = min(NT, (cnt - base + 7) / 8);
-        int brow[NT];  // element offsets of the token rows in xq or x (-1: none)
+      // element offset of token column r's row in xq or x (-1: no such column)
+      const int brow = r < cnt ? (p.w4a4 ? (off + r) * p.Hk : R.tok_of_slot[off + r] * p.H) : -1;
+      float acc[2][4];
+      auto wait_q = [&] {
+        if (p.w4a4) wait_count(&q_done[e], static_cast<unsigned>(R.count[e]), lane);
+      };
+      if (p.w4a4) task_pass<false>(stream, p.chunks1, st, lane, p.xq, brow, p.Hk, acc, wait_q, t_ready);
+      else task_pass<true>(stream, p.chunks1, st, lane, p.x, brow, p.H, acc, wait_q, t_ready);
+      // epilogue: thread holds, per tile, rows (r, r + 8) x tokens (2q, 2q + 1)
+      float hv[2][2][2];  // [tile][row half or - for SwiGLU - unused][token]
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          const int j = base + nt * 8 + r;
-          brow[nt] = -1;
-          if (j < cnt) {
-            const int slot = off + j;
-            brow[nt] = p.w4a4 ? slot * p.Hk : R.tok_of_slot[slot] * p.H;
+      for (int t = 0; t < 2; ++t)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const float y0 = __fmul_rn(acc[t][j], g1), y1 = __fmul_rn(acc[t][2 + j], g1);
+          if (p.swiglu) {
+            hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(silu(y0), y1)));
+            hv[t][1][j] = 0.0f;
+          } else {
+            const float r0 = fmaxf(y0, 0.0f), r1 = fmaxf(y1, 0.0f);
+            hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r0, r0)));
+            hv[t][1][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r1, r1)));
           }
         }
-        float acc[2][NT][4];
-        auto wait_q = [&] {
-          if (p.w4a4 && base == 0) wait_count(&q_done[e], static_cast<unsigned>(R.count[e]), lane);
-        };
-        if (p.w4a4) task_pass<NT, D, false>(stream, p.chunks1, st, lane, p.xq, brow, p.Hk, ntiles, acc, wait_q, t_ready);
-        else task_pass<NT, D, true>(stream, p.chunks1, st, lane, p.x, brow, p.H, ntiles, acc, wait_q, t_ready);
-        // epilogue: thread holds, per tile and token tile, rows (r, r + 8) x tokens (2q, 2q + 1)
+      if (p.w4a4) {
+        // 16-blocks along i: SwiGLU - the task's 16 i (both tiles); ReLU^2 - each tile.
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          if (nt >= ntiles) continue;
-          float hv[2][2][2];  // [tile][row half or - for SwiGLU - unused][token]
+        for (int j = 0; j < 2; ++j) {
+          float m0 = fmaxf(fabsf(hv[0][0][j]), fabsf(hv[0][1][j]));
+          float m1 = fmaxf(fabsf(hv[1][0][j]), fabsf(hv[1][1][j]));
+          if (p.swiglu) m0 = m1 = fmaxf(m0, m1);
 #pragma unroll
-          for (int t = 0; t < 2; ++t)
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-              const float y0 = __fmul_rn(acc[t][nt][j], g1), y1 = __fmul_rn(acc[t][nt][2 + j], g1);
-              if (p.swiglu) {
-                hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(silu(y0), y1)));
-                hv[t][1][j] = 0.0f;
-              } else {
-                const float r0 = fmaxf(y0, 0.0f), r1 = fmaxf(y1, 0.0f);
-                hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r0, r0)));
-                hv[t][1][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r1, r1)));
-              }
-            }
-          if (p.w4a4) {
-            // 16-blocks along i: SwiGLU - the task's 16 i (both tiles); ReLU^2 - each tile.
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-              float m0 = fmaxf(fabsf(hv[0][0][j]), fabsf(hv[0][1][j]));
-              float m1 = fmaxf(fabsf(hv[1][0][j]), fabsf(hv[1][1][j]));
-              if (p.swiglu) m0 = m1 = fmaxf(m0, m1);
-#pragma unroll
-              for (int d = 4; d < 32; d <<= 1) {
-                m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, d));
-                m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, d));
-              }
-              const float s0 = act_block_scale(m0, is2), s1 = act_block_scale(m1, is2);
-#pragma unroll
-              for (int hh = 0; hh < 2; ++hh) {
-                hv[0][hh][j] = act_quant_value(hv[0][hh][j], s0, is2);
-                hv[1][hh][j] = act_quant_value(hv[1][hh][j], s1, is2);
-              }
-            }
+          for (int d = 4; d < 32; d <<= 1) {
+            m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, d));
+            m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, d));
           }
+          const float s0 = act_block_scale(m0, is2), s1 = act_block_scale(m1, is2);
 #pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const int tj = base + nt * 8 + 2 * q + j;
-            if (tj >= cnt) continue;
-            __nv_bfloat16* hrow = p.h + static_cast<long long>(off + tj) * p.Ik;
+          for (int hh = 0; hh < 2; ++hh) {
+            hv[0][hh][j] = act_quant_value(hv[0][hh][j], s0, is2);
+            hv[1][hh][j] = act_quant_value(hv[1][hh][j], s1, is2);
+          }
+        }
+      }
 #pragma unroll
-            for (int t = 0; t < 2; ++t) {
-              if (p.swiglu) {
-                hrow[16 * w + 8 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
-              } else {
-                hrow[32 * w + 16 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
-                hrow[32 * w + 16 * t + r + 8] = __float2bfloat16_rn(hv[t][1][j]);
-              }
-            }
+      for (int j = 0; j < 2; ++j) {
+        const int tj = 2 * q + j;
+        if (tj >= cnt) continue;
+        __nv_bfloat16* hrow = p.h + static_cast<long long>(off + tj) * p.Ik;
+#pragma unroll
+        for (int t = 0; t < 2; ++t) {
+          if (p.swiglu) {
+            hrow[16 * w + 8 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
+          } else {
+            hrow[32 * w + 16 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
+            hrow[32 * w + 16 * t + r + 8] = __float2bfloat16_rn(hv[t][1][j]);
           }
         }
       }
       signal_count(&fc1_done[e], lane);
     } else if (task < nq + n1 + n2) {
       // ---- FC2 -> z (fp32, complete sums) ----
-      const GemmTask gt = gemm_task<NT>(task - nq - n1, p.n2_tasks, R);
+      const GemmTask gt = gemm_task(task - nq - n1, p.n2_tasks, R);
       const int w = gt.w, e = gt.e, cnt = gt.cnt, off = gt.off;
       const TaskStream stream = task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, w, p.chunks2);
       const float g2 = p.g2[e];
-      for (int base = 0; base < cnt; base += 8 * NT) {
-        const int ntiles = min(NT, (cnt - base + 7) / 8);
-        int brow[NT];  // element offsets of the token rows in h (-1: none)
+      const int brow = r < cnt ? (off + r) * p.Ik : -1;  // element offset of token column r's row in h
+      float acc[2][4];
+      task_pass<false>(stream, p.chunks2, st, lane, p.h, brow, p.Ik, acc, [&] {
+        // all of h of the expert's tokens: every FC1 task of every one of its token tiles
+        wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
+      }, t_ready);
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          const int j = base + nt * 8 + r;
-          brow[nt] = j < cnt ? (off + j) * p.Ik : -1;
-        }
-        float acc[2][NT][4];
-        task_pass<NT, D, false>(stream, p.chunks2, st, lane, p.h, brow, p.Ik, ntiles, acc, [&] {
-          // all of h of the expert's tokens: every FC1 task of every one of its token tiles
-          if (base == 0) wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks * token_tiles<NT>(R.count[e])), lane);
-        }, t_ready);
+      for (int j = 0; j < 2; ++j) {
+        const int tj = 2 * q + j;
+        if (tj >= cnt) continue;
+        float* zrow = p.z + static_cast<long long>(off + tj) * p.H;
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          if (nt >= ntiles) continue;
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const int tj = base + nt * 8 + 2 * q + j;
-            if (tj >= cnt) continue;
-            float* zrow = p.z + static_cast<long long>(off + tj) * p.H;
-#pragma unroll
-            for (int t = 0; t < 2; ++t) {
-              const int o = 32 * w + 16 * t + r;
-              if (o < p.H) zrow[o] = __fmul_rn(acc[t][nt][j], g2);
-              if (o + 8 < p.H) zrow[o + 8] = __fmul_rn(acc[t][nt][2 + j], g2);
-            }
-          }
+        for (int t = 0; t < 2; ++t) {
+          const int o = 32 * w + 16 * t + r;
+          if (o < p.H) zrow[o] = __fmul_rn(acc[t][j], g2);
+          if (o + 8 < p.H) zrow[o + 8] = __fmul_rn(acc[t][2 + j], g2);
         }
       }
       signal_count(&fc2_done[e], lane);
@@ -606,7 +557,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, decode_min_blocks(NT)) fuse
         // lane j waits for pair j's expert (top-k <= 32): all k waits at once
         const int slot = lane < p.k ? R.slot_of_pair[t * p.k + lane] : -1;  // -1: invalid id, skipped
         const int ej = slot >= 0 ? R.exp_of_slot[slot] : 0;
-        wait_counts(slot >= 0 ? &fc2_done[ej] : nullptr, static_cast<unsigned>(p.n2_tasks * token_tiles<NT>(R.count[ej])));
+        wait_counts(slot >= 0 ? &fc2_done[ej] : nullptr, static_cast<unsigned>(p.n2_tasks * token_tiles(R.count[ej])));
       }
       FP4MOE_TRACE(t_ready = trace_now();)
       // z rows four pairs at a time (their loads in flight together), added in pair order
@@ -730,7 +681,6 @@ void decode_trace_print() {
 }
 #endif
 
-// Only the instantiation the dispatch uses.
-const void* fused_decode_kernel_ptr() { return reinterpret_cast<const void*>(&fused_decode_kernel<1, decode_depth(1)>); }
+const void* fused_decode_kernel_ptr() { return reinterpret_cast<const void*>(&fused_decode_kernel); }
 
 }  // namespace fp4moe::cuda

@@ -51,31 +51,29 @@ struct DecodeParams {
 inline constexpr int kDecodeWarps = 4;    // warps per CTA
 inline constexpr int kCombineCols = 256;  // outputs per combine task
 
-// Token columns per pass are 8 * NT; an expert with more tokens takes several passes. The
-// dispatch uses NT = 1 for every batch size: measured on an H200, wider passes (NT = 2, 4)
+// An FC1 or FC2 task covers one token tile: up to 8 tokens (the MMA's N) of one expert; an
+// expert with more tokens gives more tasks. (Measured on an H200: tiles of 16 or 32 tokens
 // cost occupancy and were 1.3-1.6x slower at 16..64 tokens with random routing, where most
-// experts get a handful of tokens. Chunks (weights and activations) in flight per warp: D.
-// (Measured on an H200: D = 8 was 3-5% slower at every batch size; so was an additional L2
-// prefetch 8 or 16 chunks ahead of the ring, by 5-15%. A pure stream of 1 KB pieces, 4 deep
-// per warp, reads 4.5 TB/s: the kernel is not short of bytes in flight.)
-__host__ __device__ constexpr int decode_depth(int) { return 4; }
+// experts get a handful of tokens.)
+// Chunks (weights and activations) in flight per warp. (Measured on an H200: 8 was 3-15%
+// slower; so was an additional L2 prefetch 8 or 16 chunks ahead of the ring, by 5-15%.)
+inline constexpr int kDecodeDepth = 4;
 // CTAs per SM the register allocation must allow (4 warps each).
-__host__ __device__ constexpr int decode_min_blocks(int nt) { return nt == 1 ? 4 : nt == 2 ? 3 : 2; }
+inline constexpr int kDecodeMinBlocks = 4;
 // 512-byte staging pieces per warp: weights D x 2 tiles, scales 2 groups x 2 tiles,
-// activations D x 2 halves (one token tile: the dispatch's NT = 1).
-__host__ __device__ constexpr int decode_staging_pieces(int d) { return d * 2 + 4 + d * 2; }
+// activations D x 2 halves.
+inline constexpr int kDecodeStagingPieces = kDecodeDepth * 2 + 4 + kDecodeDepth * 2;
 
 // Dynamic shared memory of one CTA for P = T * k pairs and E experts.
 inline size_t decode_smem_bytes(int P, int E) {
-  const size_t staging = static_cast<size_t>(kDecodeWarps) * decode_staging_pieces(decode_depth(1)) * 512;
+  const size_t staging = static_cast<size_t>(kDecodeWarps) * kDecodeStagingPieces * 512;
   // per pair 4 shorts; per expert a token mask and 4 ints; the scan's warp sums; 4 scalars
   const size_t routing = static_cast<size_t>(P) * (2 + 2 + 2 + 2) + static_cast<size_t>(E) * (8 + 4 * 4) +
                          kDecodeWarps * 8 + 16;
   return staging + ((routing + 15) / 16) * 16;
 }
 
-// The kernel the dispatch launches (NT = 1), as a pointer for cudaLaunchKernelExC (kernel
-// templates stay inside decode_kernel.cu).
+// The kernel, as a pointer for cudaLaunchKernelExC (its definition stays inside decode_kernel.cu).
 const void* fused_decode_kernel_ptr();
 
 #ifdef FP4MOE_DECODE_TRACE
