@@ -144,15 +144,21 @@ struct Staging {
 };
 
 // One task over its chunks [0, nch): acc[t] = tile t's 16 rows x the token tile's 8 columns
-// (the mma.sync accumulator layout). Weights and activations stream through one cp.async ring, D chunks deep,
-// a lane copying exactly the 16-byte slices it reads (its 16 K-values of token column r). The
-// first D chunks' weights are issued before before_b() (a dependency wait), their activations
-// after it; from then on every chunk is one group of both. (Measured on an H200: activations
-// loaded into registers one or two chunks ahead left each chunk waiting a full L2 round trip;
-// a pure cp.async stream of 1 KB pieces, 4 deep, reads 4.2-4.5 TB/s when every warp streams.)
-// kReadOnlyB: x, read-only for the whole kernel, is cached in L1 (measured: reading it from L2
-// only was 10-40% slower); h and xq are written by other warps in this launch: read from L2.
-template <bool kReadOnlyB, typename BeforeB>
+// (the mma.sync accumulator layout). Weights and activations stream through one cp.async ring,
+// D chunks deep, a lane copying exactly the 16-byte slices it reads (its 16 K-values of token
+// column r). The first D chunks' weights are issued before before_b() (a dependency wait), their
+// activations after it; from then on every chunk is one group of both. (Measured on an H200:
+// activations loaded into registers one or two chunks ahead left each chunk waiting a full L2
+// round trip; a pure cp.async stream of 1 KB pieces, 4 deep, reads 4.2-4.5 TB/s when every warp
+// streams.)
+// The activations are copied through L1 (cp.async.ca), where the warps of an SM that read the
+// same token rows share them. x is read-only; xq and h are written by other warps of this launch,
+// but only before the counter that before_b() acquires is complete, and the acquire (ld.acquire.gpu)
+// orders this lane's later reads after those writes - it invalidates the SM's L1, and no warp
+// writes those rows again in this launch (the combine reads z the same way). Measured on an H200:
+// x from L2 only was 10-40% slower; h and xq from L2 only, 2-21% slower in W4A16 and 2-29% in
+// W4A4 (qwen3, nemotron, gpt-oss-120b at 1..64 tokens, one lease; the most at 64 tokens).
+template <typename BeforeB>
 __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const Staging& st, int lane,
                                           const __nv_bfloat16* bbase, int brow, int kvalid, float (&acc)[2][4],
                                           BeforeB before_b, unsigned long long& t_ready) {
@@ -194,8 +200,8 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
     if (c < nch) {
       const bool valid = boff < bend;
       const __nv_bfloat16* src = bbase + (valid ? boff : 0u);
-      cp_async16<kReadOnlyB>(&st.b[(slot * 2 + 0) * 32 + lane], src, valid ? 16 : 0);
-      cp_async16<kReadOnlyB>(&st.b[(slot * 2 + 1) * 32 + lane], src + 8, valid ? 16 : 0);
+      cp_async16<true>(&st.b[(slot * 2 + 0) * 32 + lane], src, valid ? 16 : 0);
+      cp_async16<true>(&st.b[(slot * 2 + 1) * 32 + lane], src + 8, valid ? 16 : 0);
       boff += 64;
     }
   };
@@ -469,8 +475,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       auto wait_q = [&] {
         if (p.w4a4) wait_count(&q_done[e], static_cast<unsigned>(R.count[e]), lane);
       };
-      if (p.w4a4) task_pass<false>(stream, p.chunks1, st, lane, p.xq, brow, p.Hk, acc, wait_q, t_ready);
-      else task_pass<true>(stream, p.chunks1, st, lane, p.x, brow, p.H, acc, wait_q, t_ready);
+      if (p.w4a4) task_pass(stream, p.chunks1, st, lane, p.xq, brow, p.Hk, acc, wait_q, t_ready);
+      else task_pass(stream, p.chunks1, st, lane, p.x, brow, p.H, acc, wait_q, t_ready);
       // epilogue: thread holds, per tile, rows (r, r + 8) x tokens (2q, 2q + 1)
       float hv[2][2][2];  // [tile][row half or - for SwiGLU - unused][token]
 #pragma unroll
@@ -531,7 +537,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       const float g2 = p.g2[e];
       const int brow = r < cnt ? (off + r) * p.Ik : -1;  // element offset of token column r's row in h
       float acc[2][4];
-      task_pass<false>(stream, p.chunks2, st, lane, p.h, brow, p.Ik, acc, [&] {
+      task_pass(stream, p.chunks2, st, lane, p.h, brow, p.Ik, acc, [&] {
         // all of h of the expert's tokens: every FC1 task of every one of its token tiles
         wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
       }, t_ready);
