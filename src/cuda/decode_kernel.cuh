@@ -55,8 +55,9 @@ inline constexpr int kCombineCols = 256;  // outputs per combine task
 // expert with more tokens gives more tasks. (Measured on an H200: tiles of 16 or 32 tokens
 // cost occupancy and were 1.3-1.6x slower at 16..64 tokens with random routing, where most
 // experts get a handful of tokens.)
-// Chunks (weights and activations) in flight per warp. (Measured on an H200: 8 was 3-15%
-// slower; so was an additional L2 prefetch 8 or 16 chunks ahead of the ring, by 5-15%.)
+// Chunks (weights and activations) in flight per warp. (Measured on an H200: 8 was slower at
+// most batch sizes, by 3-15% and, with the L1 copies, by 4-24%; so was an additional L2
+// prefetch 8 or 16 chunks ahead of the ring, by 5-15%.)
 inline constexpr int kDecodeDepth = 4;
 // CTAs per SM the register allocation must allow (4 warps each).
 inline constexpr int kDecodeMinBlocks = 4;
