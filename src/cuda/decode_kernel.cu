@@ -455,15 +455,34 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       const float is = p.a13[e];
       const __nv_bfloat16* xr = p.x + static_cast<long long>(R.tok_of_slot[slot]) * p.H;
       __nv_bfloat16* dst = p.xq + static_cast<long long>(slot) * p.Hk;
-      for (int b = lane; b < p.Hk / 16; b += 32) {
-        uint4 o[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
-        if (b * 16 < p.H) {
-          const uint4* src = reinterpret_cast<const uint4*>(xr + b * 16);
-          o[0] = src[0], o[1] = src[1];
-          quantize_bf16_block16(o, is);
+      // the row's 16-blocks, kQBlocks per lane at a time, copied into the warp's staging
+      // (lane-private slices) with all their loads in flight together, then quantized: one
+      // round trip per 32 * kQBlocks blocks instead of one per 32 (blocks past H are zero)
+      constexpr int kQBlocks = kDecodeStagingPieces / 2;
+      const int nb = p.Hk / 16, nbx = p.H / 16;
+      for (int b0 = 0; b0 < nb; b0 += 32 * kQBlocks) {
+#pragma unroll
+        for (int u = 0; u < kQBlocks; ++u) {
+          const int b = b0 + u * 32 + lane;
+          if (b < nbx) {
+            cp_async16<true>(&st.w[(2 * u + 0) * 32 + lane], xr + b * 16);
+            cp_async16<true>(&st.w[(2 * u + 1) * 32 + lane], xr + b * 16 + 8);
+          }
         }
-        reinterpret_cast<uint4*>(dst + b * 16)[0] = o[0];
-        reinterpret_cast<uint4*>(dst + b * 16)[1] = o[1];
+        cp_async_commit();
+        cp_async_wait<0>();
+#pragma unroll 1
+        for (int u = 0; u < kQBlocks; ++u) {
+          const int b = b0 + u * 32 + lane;
+          if (b >= nb) break;
+          uint4 o[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+          if (b < nbx) {
+            o[0] = st.w[(2 * u + 0) * 32 + lane], o[1] = st.w[(2 * u + 1) * 32 + lane];
+            quantize_bf16_block16(o, is);
+          }
+          reinterpret_cast<uint4*>(dst + b * 16)[0] = o[0];
+          reinterpret_cast<uint4*>(dst + b * 16)[1] = o[1];
+        }
       }
       signal_count(&q_done[e], lane);
     } else if (task < nq + n1) {
