@@ -4,11 +4,12 @@
 //   prologue (every CTA, redundantly, all threads): compact the routed pairs per expert into
 //            slots, in a deterministic order (expert, then pair index), so every CTA agrees;
 //   Q   (W4A4 only) one warp per pair: x quantized with the expert's FC1 input scale -> xq;
-//   FC1 one warp per (expert, 16 or 32 intermediate rows): y = W1 x, activation, bf16 (and in
+//   FC1 one warp per (expert, token tile of up to 8 tokens, 16 or 32 intermediate rows):
+//       y = W1 x, activation, bf16 (and in
 //       W4A4 the FP4 re-quantization), written to h - complete sums over all of K, no
 //       reduction across warps (measured on an H200: splitting K at 1..8 tokens, the splits
 //       meeting in global or in shared memory, was slower than no split in most cases);
-//   FC2 one warp per (expert, 32 output rows): z = W2 h, complete sums, fp32;
+//   FC2 one warp per (expert, token tile, 32 output rows): z = W2 h, complete sums, fp32;
 //   combine one warp per (token, 256 outputs): out = bf16(sum_j w_j z_j), j in order.
 // Dependencies between phases are per-expert completion counters (integers, so their order does
 // not matter); warps take tasks in increasing order (a static first round, then an atomic
@@ -16,7 +17,8 @@
 // smaller index, and the cooperative launch guarantees every warp is resident, so the waits
 // cannot deadlock. No floating-point atomics: the result is bitwise reproducible. The last CTA
 // to finish resets the counters, so the next launch (or graph replay) starts from zero without
-// a memset.
+// a memset. Weights and activations reach shared memory by cp.async through L1 (see
+// decode_kernel.cu for what that was measured to gain and why it is safe for h and xq).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
