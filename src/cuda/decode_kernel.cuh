@@ -5,10 +5,10 @@
 //            slots, in a deterministic order (expert, then pair index), so every CTA agrees;
 //   Q   (W4A4 only) one warp per pair: x quantized with the expert's FC1 input scale -> xq;
 //   FC1 one warp per (expert, token tile of up to 8 tokens, 16 or 32 intermediate rows):
-//       y = W1 x, activation, bf16 (and in
-//       W4A4 the FP4 re-quantization), written to h - complete sums over all of K, no
-//       reduction across warps (measured on an H200: splitting K at 1..8 tokens, the splits
-//       meeting in global or in shared memory, was slower than no split in most cases);
+//       y = W1 x, activation, bf16 (and in W4A4 the FP4 re-quantization), written to h -
+//       complete sums over all of K, no reduction across warps (measured on an H200: splitting
+//       K at 1..8 tokens, the splits meeting in global or in shared memory, was slower than no
+//       split in most cases);
 //   FC2 one warp per (expert, token tile, 32 output rows): z = W2 h, complete sums, fp32;
 //   combine one warp per (token, 256 outputs): out = bf16(sum_j w_j z_j), j in order.
 // Dependencies between phases are per-expert completion counters (integers, so their order does
