@@ -31,6 +31,13 @@ std::vector<uint8_t> to_host(const TensorView& t, WeightsOn where) {
   return v;
 }
 
+// %nsmid: every %smid of the device is below it.
+__global__ void sm_id_bound_kernel(int* out) {
+  unsigned n;
+  asm volatile("mov.u32 %0, %%nsmid;" : "=r"(n));
+  *out = static_cast<int>(n);
+}
+
 // Absent scales mean 1.0.
 std::vector<float> per_expert_or_one(const TensorView& t, WeightsOn where, int64_t E) {
   std::vector<float> v = per_expert_scales(t, where, E);
@@ -85,16 +92,18 @@ class DecodeKernel final : public MoeKernel {
     ws_xq_ = a4 ? device_alloc<uint16_t>(static_cast<size_t>(P * dims_.Hk)) : nullptr;
     ws_h_ = device_alloc<uint16_t>(static_cast<size_t>(P * dims_.Ik));
     ws_z_ = device_alloc<float>(static_cast<size_t>(P * dims_.H));
-    // q_done, fc1_done, fc2_done [E] each, exit, invalid ids, task claims
-    counters_ = device_alloc<unsigned>(3 * static_cast<size_t>(E) + 3);
-    FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, (3 * static_cast<size_t>(E) + 3) * sizeof(unsigned)));
-    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + (3 * E + 3) * 4;
-
     cudaDeviceProp prop{};
     FP4MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     FP4MOE_CHECK_ARG(prop.major >= 8, "device", "compute capability >= 8.0", detail::concat(prop.major, ".", prop.minor));
     FP4MOE_CHECK_ARG(prop.cooperativeLaunch, "device", "cooperative launch support", "none");
     setup(static_cast<int>(P), prop);
+
+    // q_done, fc1_done, fc2_done [E] each, exit, invalid ids, task claims, CTA arrivals per SM
+    // id and per tier (the kernel's task order)
+    const int64_t ncounters = 3 * E + 3 + sm_ids_ + ctas_per_sm_;
+    counters_ = device_alloc<unsigned>(static_cast<size_t>(ncounters));
+    FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, static_cast<size_t>(ncounters) * sizeof(unsigned)));
+    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + ncounters * 4;
   }
 
   ~DecodeKernel() override {
@@ -149,6 +158,8 @@ class DecodeKernel final : public MoeKernel {
     p.expert2_bytes = dims_.expert2_bytes;
     p.w4a4 = spec_.mode == Mode::W4A4;
     p.swiglu = dims_.swiglu;
+    p.sm_ids = sm_ids_;
+    p.ctas_per_sm = ctas_per_sm_;
     launch(p, static_cast<cudaStream_t>(stream));
   }
 
@@ -172,7 +183,22 @@ class DecodeKernel final : public MoeKernel {
     FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kDecodeWarps * 32, smem));
     if (per_sm < 1) throw Error("cuda-decode: the kernel cannot be resident with this shape (shared memory)");
     fn_ = fn;
+    ctas_per_sm_ = per_sm;
     grid_ = per_sm * prop.multiProcessorCount;
+    sm_ids_ = sm_id_bound();
+  }
+
+  // %nsmid of the current device (the kernel counts CTA arrivals per SM id)
+  static int sm_id_bound() {
+    int* d = device_alloc<int>(1);
+    int n = 0;
+    sm_id_bound_kernel<<<1, 1>>>(d);
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess) e = cudaMemcpy(&n, d, sizeof(int), cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    FP4MOE_CUDA_CHECK(e);
+    if (n < 1) throw Error(detail::concat("cuda-decode: the device reports an SM id bound of ", n));
+    return n;
   }
 
   void launch(DecodeParams& p, cudaStream_t stream) {
@@ -204,7 +230,7 @@ class DecodeKernel final : public MoeKernel {
   size_t weight_bytes_ = 0, smem_ = 0;
   int64_t workspace_bytes_ = 0;
   const void* fn_ = nullptr;
-  int grid_ = 0;
+  int grid_ = 0, ctas_per_sm_ = 0, sm_ids_ = 0;
 };
 
 }  // namespace

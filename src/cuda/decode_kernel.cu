@@ -18,7 +18,7 @@ namespace fp4moe::cuda {
 // Profiling build (FP4MOE_DECODE_TRACE): globaltimer stamps per task and per CTA of the last launch.
 constexpr int kTraceTasks = 1 << 16, kTraceCtas = 4096;
 __device__ unsigned long long g_trace_task[kTraceTasks][4];  // kind | warp << 4, start, ready, end
-__device__ unsigned long long g_trace_cta[kTraceCtas][3];    // start, after the prologue, end
+__device__ unsigned long long g_trace_cta[kTraceCtas][4];    // start, after the prologue, end, SM
 __device__ int g_trace_meta[5];                              // total, nq, n1, n2, grid
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t;
@@ -175,16 +175,15 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[t][i] = 0.0f;
 
-  // The next chunk to issue and where its weights (and, at a group start, its group's
-  // scales) are: pointers advance by the stride, so the loop does no 64-bit index math.
-  int next = 0;
+  // Where the next chunk's weights (and, at a group start, its group's scales) are: the
+  // pointers advance by the stride, so the loop does no 64-bit index math.
   const uint8_t* wsrc = ts.w + lane * 16;
   const uint8_t* ssrc = ts.s + lane * 16;
   const uint64_t pol = l2_evict_first_policy();
-  auto issue_w = [&](int slot, bool group_start) {
-    if (next < nch) {
-      if (group_start) {
-        const int gs = (next >> 3) & 1;
+  auto issue_w = [&](int slot, int c) {  // chunk c's weights (issued in order)
+    if (c < nch) {
+      if ((c & 7) == 0) {
+        const int gs = (c >> 3) & 1;
         cp_async16_weights(&st.s[(gs * 2 + 0) * 32 + lane], ssrc, pol);
         cp_async16_weights(&st.s[(gs * 2 + 1) * 32 + lane], ssrc + 512, pol);
         ssrc += ts.stride;
@@ -213,8 +212,7 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
   // chunk c: chunk c's data is complete once at most D - 1 groups are pending, in every case
 #pragma unroll
   for (int i = 0; i < D; ++i) {
-    issue_w(i, i == 0);
-    ++next;
+    issue_w(i, i);
     cp_async_commit();  // one group per chunk (empty past the end), so wait_group counts chunks
   }
   before_b();
@@ -248,9 +246,8 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
       s_hi[t] = __highs2bfloat162(sb, sb);
     }
     // the slot's data is in registers: refill it with chunk c + D
-    issue_w(slot, ((c + D) & 7) == 0);
+    issue_w(slot, c + D);
     issue_b(slot, c + D);
-    ++next;
     cp_async_commit();
     const uint32_t wv[2][4] = {{w0.x, w0.y, w0.z, w0.w}, {w1.x, w1.y, w1.z, w1.w}};
 #pragma unroll
@@ -294,7 +291,11 @@ __device__ __forceinline__ float silu(float g) { return __fdiv_rn(g, __fadd_rn(1
 __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_decode_kernel(DecodeParams p) {
   constexpr int D = kDecodeDepth;
   extern __shared__ __align__(16) unsigned char smem[];
-  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][0] = trace_now();)
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) {
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    g_trace_cta[blockIdx.x][0] = trace_now(), g_trace_cta[blockIdx.x][3] = sm;
+  })
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int P = p.T * p.k, E = p.E;
 
@@ -431,20 +432,47 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
                  g_trace_meta[4] = gridDim.x;
                })
 
-  // The first round of tasks is static and CTA-major (task i goes to CTA i % grid, so every SM
-  // gets an equal share). When there are more than two rounds, a warp then claims its next task
-  // from a counter as it starts a task (the atomic's round trip hides behind the task), so
-  // warps that drew short tasks take more and all finish close together; with two rounds or
-  // fewer the second is static too (measured: claiming there made 1..2-token batches up to 25%
-  // slower, most likely because a task's fences wait for the warp's outstanding atomic). Tasks
-  // are claimed in increasing order, a warp's current task is smaller than the one it holds,
-  // and tasks only wait on smaller ones: the smallest unfinished task is always running, so the
-  // waits cannot deadlock.
+  // The first round of tasks is static. When there are more than two rounds, a warp then claims
+  // its next task from a counter as it starts a task (the atomic's round trip hides behind the
+  // task), so warps that drew short tasks take more and all finish close together; with two
+  // rounds or fewer the second is static too (measured: claiming there made 1..2-token batches
+  // up to 25% slower, most likely because a task's fences wait for the warp's outstanding
+  // atomic). Tasks are claimed in increasing order, a warp's current task is smaller than the one
+  // it holds, and tasks only wait on smaller ones: the smallest unfinished task is always running,
+  // so the waits cannot deadlock.
   const int round = gridDim.x * kDecodeWarps;
   const bool dynamic = total > 2 * round;
   unsigned* const task_claim = p.counters + 3 * E + 2;
   unsigned claim = 0;  // lane 0: the task this warp takes next, claimed when the current one began
-  for (int task = warp * gridDim.x + blockIdx.x; task < total;
+  // Where the first round goes. With at most two rounds: task i to CTA i % grid (block order).
+  // With more, every warp is busy and the round is FC1 tasks, then FC2 tasks that wait for them;
+  // on an SM that every warp loads, the CTAs that arrived there first stream faster (measured on
+  // an H200, deepseek-v3 at two tokens: an SM's first CTA did its FC1 tasks in 50 us, its last in
+  // 67), and an expert's FC2 waits for its slowest FC1 task. So the round goes by arrival: the
+  // warps of every SM's first CTA, SM by SM, then of every SM's second CTA, and so on - the FC1
+  // tasks land on the CTAs that arrived first, the waiting FC2 tasks on the last. Measured, one
+  // lease, two runs each: deepseek-v3 at two tokens 126 -> 118 us, other batches of more than
+  // two rounds -1..+3%; the same order at two rounds or fewer was 1-11% slower (why is not
+  // established), so those keep the block order. A CTA's tier (its arrival on its SM) comes
+  // from a counter per SM id, its rank among the CTAs of its tier from a counter per tier; every
+  // SM holds exactly ctas_per_sm CTAs (the grid is that many per SM, all resident: cooperative
+  // launch), so each tier has one CTA per SM, and tier * SMs + rank numbers the CTAs 0..grid-1.
+  int first = warp * gridDim.x + blockIdx.x;
+  if (dynamic) {
+    __shared__ int s_cta;
+    unsigned* const sm_arrive = p.counters + 3 * E + 3;  // [sm_ids], then [ctas_per_sm] per tier
+    const unsigned sms = gridDim.x / p.ctas_per_sm;
+    if (threadIdx.x == 0) {
+      unsigned sm;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      const unsigned tier = atomicAdd(&sm_arrive[sm], 1u);
+      if (tier >= static_cast<unsigned>(p.ctas_per_sm)) __trap();  // more CTAs on an SM than the grid allows
+      s_cta = static_cast<int>(tier * sms + atomicAdd(&sm_arrive[p.sm_ids + tier], 1u));
+    }
+    __syncthreads();
+    first = ((s_cta / sms) * kDecodeWarps + warp) * sms + s_cta % sms;
+  }
+  for (int task = first; task < total;
        task = dynamic ? round + static_cast<int>(__shfl_sync(0xffffffffu, claim, 0)) : task + round) {
     if (dynamic && lane == 0) claim = atomicAdd(task_claim, 1u);
     unsigned long long t_ready = 0;
@@ -642,6 +670,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   if (s_last) {
     __threadfence();
     for (int i = threadIdx.x; i < 3 * E; i += blockDim.x) p.counters[i] = 0;
+    for (int i = threadIdx.x; i < p.sm_ids + p.ctas_per_sm; i += blockDim.x) p.counters[3 * E + 3 + i] = 0;
     if (threadIdx.x == 0) p.counters[3 * E] = 0, p.counters[3 * E + 2] = 0;
   }
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][2] = trace_now();)
@@ -654,7 +683,7 @@ void decode_trace_reset() {
   if (cudaGetSymbolAddress(&p, g_trace_cta) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_cta));
 }
 void decode_trace_print() {
-  static unsigned long long task[kTraceTasks][4], cta[kTraceCtas][3];
+  static unsigned long long task[kTraceTasks][4], cta[kTraceCtas][4];
   int meta[5] = {};
   if (cudaMemcpyFromSymbol(task, g_trace_task, sizeof(task)) != cudaSuccess ||
       cudaMemcpyFromSymbol(cta, g_trace_cta, sizeof(cta)) != cudaSuccess ||
@@ -683,11 +712,12 @@ void decode_trace_print() {
               meta[4], meta[0], meta[1], meta[2], meta[3], last_start, pct(pro, 0.5), pct(pro, 1), pct(ex, 0.5), pct(ex, 1));
   if (const char* path = std::getenv("FP4MOE_DECODE_TRACE_CSV")) {  // every task, for offline analysis
     if (std::FILE* f = std::fopen(path, "a")) {
-      std::fprintf(f, "# launch\ntask,kind,warp,start_us,ready_us,end_us\n");
+      std::fprintf(f, "# launch\ntask,kind,warp,start_us,ready_us,end_us,sm\n");
       for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i)
         if (task[i][3])
-          std::fprintf(f, "%d,%d,%llu,%.3f,%.3f,%.3f\n", i, static_cast<int>(task[i][0] & 15), task[i][0] >> 4,
-                       (task[i][1] - t0) * 1e-3, task[i][2] ? (task[i][2] - t0) * 1e-3 : -1.0, (task[i][3] - t0) * 1e-3);
+          std::fprintf(f, "%d,%d,%llu,%.3f,%.3f,%.3f,%llu\n", i, static_cast<int>(task[i][0] & 15), task[i][0] >> 4,
+                       (task[i][1] - t0) * 1e-3, task[i][2] ? (task[i][2] - t0) * 1e-3 : -1.0, (task[i][3] - t0) * 1e-3,
+                       cta[std::min<unsigned long long>((task[i][0] >> 4) / kDecodeWarps, kTraceCtas - 1)][3]);
       std::fclose(f);
     }
   }
@@ -711,5 +741,6 @@ void decode_trace_print() {
 #endif
 
 const void* fused_decode_kernel_ptr() { return reinterpret_cast<const void*>(&fused_decode_kernel); }
+
 
 }  // namespace fp4moe::cuda

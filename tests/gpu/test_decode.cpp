@@ -194,6 +194,15 @@ TEST(DecodeSmall, EdgeBlockScales) {
       }
 }
 
+// About 7700 FC1 and FC2 tasks at 64 tokens: more than two rounds of the 2112..2640 warps of a
+// 132-SM H100 or H200, so the dynamic schedule and its order of the first round (by the CTAs'
+// arrival on their SM) run - in a shape small enough for compute-sanitizer.
+TEST(DecodeSmall, ManyTasksDynamicSchedule) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  for (auto mode : {Mode::W4A16, Mode::W4A4})
+    check_shape(small(512, 1024, 64, 8, Activation::SwiGLU, mode), {64}, "many-tasks");
+}
+
 TEST(DecodeSmall, UpGateOrderOption) {
   FP4MOE_SKIP_WITHOUT_GPU();
   MoeSpec s = small(128, 64, 8, 2, Activation::SwiGLU, Mode::W4A16);
