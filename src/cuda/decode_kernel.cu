@@ -445,16 +445,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   unsigned* const task_claim = p.counters + 3 * E + 2;
   unsigned claim = 0;  // lane 0: the task this warp takes next, claimed when the current one began
   // Where the first round goes. With at most two rounds: task i to CTA i % grid (block order).
-  // With more, every warp is busy and the round is FC1 tasks, then FC2 tasks that wait for them;
-  // on an SM that every warp loads, the CTAs that arrived there first stream faster (measured on
-  // an H200, deepseek-v3 at two tokens: an SM's first CTA did its FC1 tasks in 50 us, its last in
-  // 67), and an expert's FC2 waits for its slowest FC1 task. So the round goes by arrival: the
-  // warps of every SM's first CTA, SM by SM, then of every SM's second CTA, and so on - the FC1
-  // tasks land on the CTAs that arrived first, the waiting FC2 tasks on the last. Measured, one
+  // With more, every warp is busy and the round is (Q and) FC1 tasks, then FC2 tasks that wait
+  // for them; on an SM that every warp loads, the CTAs that started there first stream faster
+  // (measured on an H200, deepseek-v3 at two tokens: an SM's first CTA did its FC1 tasks in 50 us,
+  // its last in 67), and an expert's FC2 waits for its slowest FC1 task. So the round goes by
+  // arrival: the warps of one CTA per SM that got here first on its SM, then of one per SM that
+  // got here second, and so on - the FC1 tasks land on the CTAs that arrived first, the waiting
+  // FC2 tasks on the last. Measured, one
   // lease, two runs each: deepseek-v3 at two tokens 126 -> 118 us, other batches of more than
   // two rounds -1..+3%; the same order at two rounds or fewer was 1-11% slower (why is not
-  // established), so those keep the block order. A CTA's tier (its arrival on its SM) comes
-  // from a counter per SM id, its rank among the CTAs of its tier from a counter per tier; every
+  // established), so those keep the block order. A CTA's tier (the how-manieth of its SM's CTAs
+  // to get here) comes from a counter per SM id, its rank in the tier from a counter per tier; every
   // SM holds exactly ctas_per_sm CTAs (the grid is that many per SM, all resident: cooperative
   // launch), so each tier has one CTA per SM, and tier * SMs + rank numbers the CTAs 0..grid-1.
   int first = warp * gridDim.x + blockIdx.x;
@@ -465,9 +466,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     if (threadIdx.x == 0) {
       unsigned sm;
       asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      if (sm >= static_cast<unsigned>(p.sm_ids)) __trap();  // an SM id past %nsmid
       const unsigned tier = atomicAdd(&sm_arrive[sm], 1u);
       if (tier >= static_cast<unsigned>(p.ctas_per_sm)) __trap();  // more CTAs on an SM than the grid allows
-      s_cta = static_cast<int>(tier * sms + atomicAdd(&sm_arrive[p.sm_ids + tier], 1u));
+      const unsigned rank = atomicAdd(&sm_arrive[p.sm_ids + tier], 1u);
+      if (rank >= sms) __trap();  // the grid spread over more SMs than it was sized for
+      s_cta = static_cast<int>(tier * sms + rank);
     }
     __syncthreads();
     first = ((s_cta / sms) * kDecodeWarps + warp) * sms + s_cta % sms;
@@ -715,9 +719,9 @@ void decode_trace_print() {
       std::fprintf(f, "# launch\ntask,kind,warp,start_us,ready_us,end_us,sm\n");
       for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i)
         if (task[i][3])
-          std::fprintf(f, "%d,%d,%llu,%.3f,%.3f,%.3f,%llu\n", i, static_cast<int>(task[i][0] & 15), task[i][0] >> 4,
+          std::fprintf(f, "%d,%d,%llu,%.3f,%.3f,%.3f,%lld\n", i, static_cast<int>(task[i][0] & 15), task[i][0] >> 4,
                        (task[i][1] - t0) * 1e-3, task[i][2] ? (task[i][2] - t0) * 1e-3 : -1.0, (task[i][3] - t0) * 1e-3,
-                       cta[std::min<unsigned long long>((task[i][0] >> 4) / kDecodeWarps, kTraceCtas - 1)][3]);
+                       (task[i][0] >> 4) / kDecodeWarps < kTraceCtas ? static_cast<long long>(cta[(task[i][0] >> 4) / kDecodeWarps][3]) : -1ll);
       std::fclose(f);
     }
   }
@@ -741,6 +745,5 @@ void decode_trace_print() {
 #endif
 
 const void* fused_decode_kernel_ptr() { return reinterpret_cast<const void*>(&fused_decode_kernel); }
-
 
 }  // namespace fp4moe::cuda

@@ -194,9 +194,10 @@ TEST(DecodeSmall, EdgeBlockScales) {
       }
 }
 
-// About 7700 FC1 and FC2 tasks at 64 tokens: more than two rounds of the 2112..2640 warps of a
-// 132-SM H100 or H200, so the dynamic schedule and its order of the first round (by the CTAs'
-// arrival on their SM) run - in a shape small enough for compute-sanitizer.
+// About 7700 FC1 and FC2 tasks at 64 tokens: more than two rounds of the 2112 warps (4 CTAs of
+// 4 warps per SM for this shape) of a 132-SM H100 or H200, so the dynamic schedule and its order
+// of the first round (by the CTAs' arrival on their SM) run - in a shape small enough for
+// compute-sanitizer.
 TEST(DecodeSmall, ManyTasksDynamicSchedule) {
   FP4MOE_SKIP_WITHOUT_GPU();
   for (auto mode : {Mode::W4A16, Mode::W4A4})
