@@ -71,6 +71,13 @@ __device__ __forceinline__ void cp_async16_weights(void* dst, const void* src, u
   asm volatile("cp.async.ca.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "l"(pol));
 }
 
+// The SM this thread runs on (%smid: below %nsmid, not necessarily contiguous).
+__device__ __forceinline__ unsigned sm_id() {
+  unsigned sm;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+  return sm;
+}
+
 __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
   unsigned v;
   asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
@@ -292,9 +299,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   constexpr int D = kDecodeDepth;
   extern __shared__ __align__(16) unsigned char smem[];
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) {
-    unsigned sm;
-    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-    g_trace_cta[blockIdx.x][0] = trace_now(), g_trace_cta[blockIdx.x][3] = sm;
+    g_trace_cta[blockIdx.x][0] = trace_now(), g_trace_cta[blockIdx.x][3] = sm_id();
   })
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int P = p.T * p.k, E = p.E;
@@ -451,21 +456,20 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // its last in 67), and an expert's FC2 waits for its slowest FC1 task. So the round goes by
   // arrival: the warps of one CTA per SM that got here first on its SM, then of one per SM that
   // got here second, and so on - the FC1 tasks land on the CTAs that arrived first, the waiting
-  // FC2 tasks on the last. Measured, one
-  // lease, two runs each: deepseek-v3 at two tokens 126 -> 118 us, other batches of more than
-  // two rounds -1..+3%; the same order at two rounds or fewer was 1-11% slower (why is not
-  // established), so those keep the block order. A CTA's tier (the how-manieth of its SM's CTAs
-  // to get here) comes from a counter per SM id, its rank in the tier from a counter per tier; every
-  // SM holds exactly ctas_per_sm CTAs (the grid is that many per SM, all resident: cooperative
-  // launch), so each tier has one CTA per SM, and tier * SMs + rank numbers the CTAs 0..grid-1.
+  // FC2 tasks on the last. Measured, one lease, two runs each: deepseek-v3 at two tokens 126 ->
+  // 118 us, other batches of more than two rounds -1..+3%; the same order at two rounds or fewer
+  // was 1-11% slower (why is not established), so those keep the block order. A CTA's tier (the
+  // how-manieth of its SM's CTAs to get here) comes from a counter per SM id, its rank in the
+  // tier from a counter per tier; every SM holds exactly ctas_per_sm CTAs (the grid is that many
+  // per SM, all resident: cooperative launch), so each tier has one CTA per SM, and
+  // tier * SMs + rank numbers the CTAs 0..grid-1.
   int first = warp * gridDim.x + blockIdx.x;
   if (dynamic) {
     __shared__ int s_cta;
     unsigned* const sm_arrive = p.counters + 3 * E + 3;  // [sm_ids], then [ctas_per_sm] per tier
     const unsigned sms = gridDim.x / p.ctas_per_sm;
     if (threadIdx.x == 0) {
-      unsigned sm;
-      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      const unsigned sm = sm_id();
       if (sm >= static_cast<unsigned>(p.sm_ids)) __trap();  // an SM id past %nsmid
       const unsigned tier = atomicAdd(&sm_arrive[sm], 1u);
       if (tier >= static_cast<unsigned>(p.ctas_per_sm)) __trap();  // more CTAs on an SM than the grid allows
