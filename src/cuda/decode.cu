@@ -98,9 +98,9 @@ class DecodeKernel final : public MoeKernel {
     FP4MOE_CHECK_ARG(prop.cooperativeLaunch, "device", "cooperative launch support", "none");
     setup(static_cast<int>(P), prop);
 
-    // q_done, fc1_done, fc2_done [E] each, exit, invalid ids, task claims, CTA arrivals per SM
-    // id and per tier (the kernel's task order)
-    const int64_t ncounters = 3 * E + 3 + sm_ids_ + ctas_per_sm_;
+    // q_done, fc1_done, fc2_done [E] each, exit, invalid ids, task claims, CTA arrivals after the
+    // prologue per SM id and per tier, CTA arrivals at launch per SM id (the kernel's task order)
+    const int64_t ncounters = 3 * E + 3 + 2 * sm_ids_ + ctas_per_sm_;
     counters_ = device_alloc<unsigned>(static_cast<size_t>(ncounters));
     FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, static_cast<size_t>(ncounters) * sizeof(unsigned)));
     workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + ncounters * 4;

@@ -303,6 +303,18 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   })
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int P = p.T * p.k, E = p.E;
+  // A one-round batch's order needs the CTA's place on its SM at launch (see the first round
+  // below). When the SM ids are 0..SMs-1 (%nsmid equals the SM count, as on the H200 measured),
+  // one atomic per CTA gives it; its round trip overlaps the routing prologue (the result is
+  // used after it).
+  const unsigned sms = gridDim.x / p.ctas_per_sm;
+  const bool sm_ids_dense = static_cast<unsigned>(p.sm_ids) == sms;
+  unsigned start_tier = 0, start_sm = 0;
+  if (threadIdx.x == 0 && sm_ids_dense) {
+    start_sm = sm_id();
+    start_tier = atomicAdd(&p.counters[3 * E + 3 + p.sm_ids + p.ctas_per_sm + start_sm], 1u);
+  }
+  __shared__ int s_start_cta;
 
   Staging st;
   st.w = reinterpret_cast<uint4*>(smem) + warp * kDecodeStagingPieces * 32;
@@ -420,6 +432,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       __syncwarp();
     }
   }
+  if (threadIdx.x == 0 && sm_ids_dense) {
+    if (start_tier >= static_cast<unsigned>(p.ctas_per_sm)) __trap();  // more CTAs on an SM than the grid allows
+    s_start_cta = static_cast<int>(start_tier * sms + start_sm);
+  }
   __syncthreads();
 
   const int ntile = R.scalars[2], nvalid = R.scalars[1];
@@ -449,25 +465,40 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   const bool dynamic = total > 2 * round;
   unsigned* const task_claim = p.counters + 3 * E + 2;
   unsigned claim = 0;  // lane 0: the task this warp takes next, claimed when the current one began
-  // Where the first round goes. With at most two rounds: task i to CTA i % grid (block order).
-  // With more, every warp is busy and the round is (Q and) FC1 tasks, then FC2 tasks that wait
-  // for them; on an SM that every warp loads, the CTAs that started there first stream faster
-  // (measured on an H200, deepseek-v3 at two tokens: an SM's first CTA did its FC1 tasks in 50 us,
-  // its last in 67), and an expert's FC2 waits for its slowest FC1 task. So the round goes by
-  // arrival: the warps of one CTA per SM that got here first on its SM, then of one per SM that
-  // got here second, and so on - the FC1 tasks land on the CTAs that arrived first, the waiting
-  // FC2 tasks on the last. Measured, one lease, two runs each: deepseek-v3 at two tokens 126 ->
-  // 118 us, other batches of more than two rounds -1..+3%; the same order at two rounds or fewer
-  // was 1-11% slower (why is not established), so those keep the block order. A CTA's tier (the
-  // how-manieth of its SM's CTAs to get here) comes from a counter per SM id, its rank in the
-  // tier from a counter per tier; every SM holds exactly ctas_per_sm CTAs (the grid is that many
-  // per SM, all resident: cooperative launch), so each tier has one CTA per SM, and
-  // tier * SMs + rank numbers the CTAs 0..grid-1.
+  // Where the first round goes. Every order below gives each warp one task of the round.
+  // - One round (total <= round, the smallest batches): by the CTAs' place on their SM at launch -
+  //   warp 0 of each SM's first CTA, SM by SM, then warp 1 of each, ..., then the second CTA's
+  //   warps, and so on; the FC1 tasks, first in the order, get every warp index of a few CTAs per
+  //   SM. Block order gives them the same warp index of many CTAs (qwen3-30b-a3b at one token:
+  //   warp 0 of CTAs 0..383) - a likely reason it is slower: a CTA's warp w is commonly placed on
+  //   the SM's scheduler w mod 4, so one scheduler of each SM ran all its FC1 warps. Profiling
+  //   build, qwen3-30b-a3b at one token: FC1 tasks took 8.9 us (p50) this way. Measured on an
+  //   H200, one lease, two runs each, against block order: qwen3-30b-a3b at 1 and 2 tokens 7-8%
+  //   faster (25.0 -> 23.3 us, 31.0 -> 28.4), nemotron at 1 and 2 tokens 6-7%, gpt-oss-120b at 1
+  //   token 3.5% faster and at 2 tokens 1.5% slower. Without dense SM ids: block order.
+  // - Two rounds: block order, task i to CTA i % grid. (Measured: the orders by arrival were up to
+  //   11% slower there, nemotron at 4 tokens the most.)
+  // - More (the dynamic schedule): every warp is busy and the round is (Q and) FC1 tasks, then FC2
+  //   tasks that wait for them; on an SM that every warp loads, the CTAs that started there first
+  //   stream faster (measured on an H200, deepseek-v3 at two tokens: an SM's first CTA did its FC1
+  //   tasks in 50 us, its last in 67), and an expert's FC2 waits for its slowest FC1 task. So the
+  //   round goes by arrival after the prologue: the warps of one CTA per SM that got there first,
+  //   then of one per SM that got there second, and so on - the FC1 tasks land on the CTAs that
+  //   arrived first, the waiting FC2 tasks on the last. Measured, one lease, two runs each:
+  //   deepseek-v3 at two tokens 126 -> 118 us, other batches of more than two rounds -1..+3%.
+  //   (Numbered at launch instead, with two atomics before the prologue: 3-5% slower for
+  //   qwen3-30b-a3b, nemotron and gpt-oss-120b at 8 tokens, 5% faster for deepseek-v3 at 4.)
+  //   A CTA's tier (the how-manieth of its SM's CTAs to get there) comes from a counter per SM
+  //   id, its rank in the tier from a counter per tier.
+  // Every SM holds exactly ctas_per_sm CTAs (the grid is that many per SM, all resident:
+  // cooperative launch), so each tier has one CTA per SM, and tier * SMs + rank numbers the CTAs
+  // 0..grid-1.
   int first = warp * gridDim.x + blockIdx.x;
+  if (sm_ids_dense && total <= round)
+    first = ((s_start_cta / static_cast<int>(sms)) * kDecodeWarps + warp) * static_cast<int>(sms) + s_start_cta % static_cast<int>(sms);
   if (dynamic) {
     __shared__ int s_cta;
     unsigned* const sm_arrive = p.counters + 3 * E + 3;  // [sm_ids], then [ctas_per_sm] per tier
-    const unsigned sms = gridDim.x / p.ctas_per_sm;
     if (threadIdx.x == 0) {
       const unsigned sm = sm_id();
       if (sm >= static_cast<unsigned>(p.sm_ids)) __trap();  // an SM id past %nsmid
@@ -478,7 +509,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       s_cta = static_cast<int>(tier * sms + rank);
     }
     __syncthreads();
-    first = ((s_cta / sms) * kDecodeWarps + warp) * sms + s_cta % sms;
+    first = ((s_cta / static_cast<int>(sms)) * kDecodeWarps + warp) * static_cast<int>(sms) + s_cta % static_cast<int>(sms);
   }
   for (int task = first; task < total;
        task = dynamic ? round + static_cast<int>(__shfl_sync(0xffffffffu, claim, 0)) : task + round) {
@@ -678,7 +709,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   if (s_last) {
     __threadfence();
     for (int i = threadIdx.x; i < 3 * E; i += blockDim.x) p.counters[i] = 0;
-    for (int i = threadIdx.x; i < p.sm_ids + p.ctas_per_sm; i += blockDim.x) p.counters[3 * E + 3 + i] = 0;
+    for (int i = threadIdx.x; i < 2 * p.sm_ids + p.ctas_per_sm; i += blockDim.x) p.counters[3 * E + 3 + i] = 0;
     if (threadIdx.x == 0) p.counters[3 * E] = 0, p.counters[3 * E + 2] = 0;
   }
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][2] = trace_now();)

@@ -13,8 +13,8 @@
 //   combine one warp per (token, 256 outputs): out = bf16(sum_j w_j z_j), j in order.
 // Dependencies between phases are per-expert completion counters (integers, so their order does
 // not matter); warps take tasks in increasing order (a static first round, then an atomic
-// counter; all static when there are at most two rounds; with more, the first round goes to the
-// CTAs in the order they arrived on their SM) and only ever wait on tasks with a
+// counter; all static when there are at most two rounds; with one round, or with more than two,
+// the first round goes to the CTAs by their order on their SM) and only ever wait on tasks with a
 // smaller index, and the cooperative launch guarantees every warp is resident, so the waits
 // cannot deadlock. No floating-point atomics: the result is bitwise reproducible. The last CTA
 // to finish resets the counters, so the next launch (or graph replay) starts from zero without
@@ -44,7 +44,8 @@ struct DecodeParams {
   __nv_bfloat16* h;   // [P][Ik]
   float* z;           // [P][H]
   unsigned* counters;  // q_done[E], fc1_done[E], fc2_done[E], exit, (invalid), task claims,
-                       // CTA arrivals per SM [sm_ids], CTA arrivals per tier [ctas_per_sm]
+                       // CTA arrivals after the prologue per SM [sm_ids] and per tier [ctas_per_sm],
+                       // CTA arrivals at launch per SM [sm_ids]
   unsigned* invalid;   // count of pairs with an expert id outside [0, E)
   int T, k, E, H, Hk, I, Ik;
   int n1_tasks, n2_tasks, chunks1, chunks2;
