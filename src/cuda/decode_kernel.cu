@@ -474,7 +474,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   //   the SM's scheduler w mod 4, so one scheduler of each SM ran all its FC1 warps. Profiling
   //   build, qwen3-30b-a3b at one token: FC1 tasks took 8.9 us (p50) this way. Measured on an
   //   H200, one lease, two runs each, against block order: qwen3-30b-a3b at 1 and 2 tokens 7-8%
-  //   faster (25.0 -> 23.3 us, 31.0 -> 28.4), nemotron at 1 and 2 tokens 6-7%, gpt-oss-120b at 1
+  //   faster (25.0 -> 23.3 us, 31.0 -> 28.4), nemotron at 1 and 2 tokens 5-8%, gpt-oss-120b at 1
   //   token 3.5% faster and at 2 tokens 1.5% slower. Without dense SM ids: block order.
   // - Two rounds: block order, task i to CTA i % grid. (Measured: the orders by arrival were up to
   //   11% slower there, nemotron at 4 tokens the most.)
