@@ -493,9 +493,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // Every SM holds exactly ctas_per_sm CTAs (the grid is that many per SM, all resident:
   // cooperative launch), so each tier has one CTA per SM, and tier * SMs + rank numbers the CTAs
   // 0..grid-1.
+  // this warp's task in the round when CTAs are numbered tier * SMs + rank
+  auto first_by_tier = [&](int cta) {
+    const int n = static_cast<int>(sms);
+    return ((cta / n) * kDecodeWarps + warp) * n + cta % n;
+  };
   int first = warp * gridDim.x + blockIdx.x;
-  if (sm_ids_dense && total <= round)
-    first = ((s_start_cta / static_cast<int>(sms)) * kDecodeWarps + warp) * static_cast<int>(sms) + s_start_cta % static_cast<int>(sms);
+  if (sm_ids_dense && total <= round) first = first_by_tier(s_start_cta);
   if (dynamic) {
     __shared__ int s_cta;
     unsigned* const sm_arrive = p.counters + 3 * E + 3;  // [sm_ids], then [ctas_per_sm] per tier
@@ -509,7 +513,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       s_cta = static_cast<int>(tier * sms + rank);
     }
     __syncthreads();
-    first = ((s_cta / static_cast<int>(sms)) * kDecodeWarps + warp) * static_cast<int>(sms) + s_cta % static_cast<int>(sms);
+    first = first_by_tier(s_cta);
   }
   for (int task = first; task < total;
        task = dynamic ? round + static_cast<int>(__shfl_sync(0xffffffffu, claim, 0)) : task + round) {
