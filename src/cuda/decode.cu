@@ -99,15 +99,18 @@ class DecodeKernel final : public MoeKernel {
     setup(static_cast<int>(P), prop);
 
     // q_done, fc1_done, fc2_done [E] each, exit, invalid ids, task claims, CTA arrivals after the
-    // prologue per SM id and per tier, CTA arrivals at launch per SM id (the kernel's task order)
-    const int64_t ncounters = 3 * E + 3 + 2 * sm_ids_ + ctas_per_sm_;
+    // prologue per SM id and per tier, CTA arrivals at launch per SM id (the kernel's task order),
+    // then one per split FC1 task (fewer than the warps of the grid: see the kernel)
+    const int64_t round = int64_t{grid_} * kDecodeWarps;
+    const int64_t ncounters = 3 * E + 3 + 2 * sm_ids_ + ctas_per_sm_ + round;
     counters_ = device_alloc<unsigned>(static_cast<size_t>(ncounters));
     FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, static_cast<size_t>(ncounters) * sizeof(unsigned)));
-    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + ncounters * 4;
+    ws_part_ = device_alloc<float>(static_cast<size_t>(round * 256));  // 1 KB of partial sums per split task
+    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + ncounters * 4 + round * 1024;
   }
 
   ~DecodeKernel() override {
-    void* bufs[] = {w1_, w2_, scales_, ws_xq_, ws_h_, ws_z_, counters_};
+    void* bufs[] = {w1_, w2_, scales_, ws_xq_, ws_h_, ws_z_, counters_, ws_part_};
     for (void* p : bufs)
       if (p) cudaFree(p);
   }
@@ -160,6 +163,8 @@ class DecodeKernel final : public MoeKernel {
     p.swiglu = dims_.swiglu;
     p.sm_ids = sm_ids_;
     p.ctas_per_sm = ctas_per_sm_;
+    p.part = ws_part_;
+    p.split_ctr = counters_ + 3 * E + 3 + 2 * sm_ids_ + ctas_per_sm_;
     launch(p, static_cast<cudaStream_t>(stream));
   }
 
@@ -226,6 +231,7 @@ class DecodeKernel final : public MoeKernel {
   uint16_t* ws_xq_ = nullptr;
   uint16_t* ws_h_ = nullptr;
   float* ws_z_ = nullptr;
+  float* ws_part_ = nullptr;
   unsigned* counters_ = nullptr;
   size_t weight_bytes_ = 0, smem_ = 0;
   int64_t workspace_bytes_ = 0;

@@ -445,7 +445,18 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   const int nq = p.w4a4 ? nvalid : 0;
   const int n1 = ntile * p.n1_tasks, n2 = ntile * p.n2_tasks;
   const int ncol = (p.H + kCombineCols - 1) / kCombineCols;
-  const int total = nq + n1 + n2 + p.T * ncol;
+  const int round = gridDim.x * kDecodeWarps;
+  const int rest = n2 + p.T * ncol;  // FC2 and combine tasks
+  // A two-round batch whose Q and FC1 tasks overflow the first round: the FC1 tasks past it start
+  // only when a first-round task ends, and their experts' FC2 tasks wait for them. Each of them
+  // runs as two tasks over the two halves of K (split at a scale group), side by side in the
+  // second round: the first half writes its partial sums, the second adds them to its own (in
+  // that order, so the sum does not depend on which finishes first) and does the epilogue.
+  // (Measured on an H200, gpt-oss-120b at 4 tokens - 2700 FC1 tasks, 2640 warps: 78.5 -> 75.7 us.)
+  int ov = 0;
+  if (p.chunks1 >= 16 && nq + n1 > round && nq + n1 + rest + (nq + n1 - round) <= 2 * round) ov = nq + n1 - round;
+  const int n1s = n1 + ov;  // FC1 task slots: [nq, round) whole tasks, then (when ov > 0) 2 * ov halves
+  const int total = nq + n1s + n2 + p.T * ncol;
   const int r = lane >> 2, q = lane & 3;
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][1] = trace_now();
                if (threadIdx.x == 0 && blockIdx.x == 0) {
@@ -461,7 +472,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // atomic). Tasks are claimed in increasing order, a warp's current task is smaller than the one
   // it holds, and tasks only wait on smaller ones: the smallest unfinished task is always running,
   // so the waits cannot deadlock.
-  const int round = gridDim.x * kDecodeWarps;
   const bool dynamic = total > 2 * round;
   unsigned* const task_claim = p.counters + 3 * E + 2;
   unsigned claim = 0;  // lane 0: the task this warp takes next, claimed when the current one began
@@ -476,8 +486,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   //   H200, one lease, two runs each, against block order: qwen3-30b-a3b at 1 and 2 tokens 7-8%
   //   faster (25.0 -> 23.3 us, 31.0 -> 28.4), nemotron at 1 and 2 tokens 5-8%, gpt-oss-120b at 1
   //   token 3.5% faster and at 2 tokens 1.5% slower. Without dense SM ids: block order.
-  // - Two rounds: block order, task i to CTA i % grid. (Measured: the orders by arrival were up to
-  //   11% slower there, nemotron at 4 tokens the most.)
+  // - Two rounds whose first is all Q and FC1 tasks (every FC2 task in the second): the same order.
+  //   An SM's CTAs stream at different speeds (profiling build, gpt-oss-120b at 4 tokens, block
+  //   order: FC1 tasks took 30.8 us on CTAs 0..263, 38.2 on CTAs 528..659), and an expert's FC2
+  //   waits for its slowest FC1 task. In block order every expert has tasks on the slow CTAs; in
+  //   this order an expert's tasks are consecutive within one CTA tier, so the experts on the
+  //   first tiers finish early and their FC2 tasks, next on the same warps, start while the later
+  //   tiers still run FC1. Measured on an H200, one lease, two runs each: gpt-oss-120b at 4 tokens
+  //   75.7 -> 70.8 us (with the halves above; 78.5 with neither).
+  // - Other two-round batches: block order, task i to CTA i % grid. (Measured: the order by tier
+  //   was slower there - nemotron at 4 tokens 48.7 -> 54.0 us, qwen3-30b-a3b at 5 tokens 41.3 ->
+  //   43.2 - where the first round also holds FC2 tasks that wait.)
   // - More (the dynamic schedule): every warp is busy and the round is (Q and) FC1 tasks, then FC2
   //   tasks that wait for them; on an SM that every warp loads, the CTAs that started there first
   //   stream faster (measured on an H200, deepseek-v3 at two tokens: an SM's first CTA did its FC1
@@ -499,7 +518,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     return ((cta / n) * kDecodeWarps + warp) * n + cta % n;
   };
   int first = warp * gridDim.x + blockIdx.x;
-  if (sm_ids_dense && total <= round) first = first_by_tier(s_start_cta);
+  if (sm_ids_dense && (total <= round || (nq + n1 >= round && total <= 2 * round))) first = first_by_tier(s_start_cta);
   if (dynamic) {
     __shared__ int s_cta;
     unsigned* const sm_arrive = p.counters + 3 * E + 3;  // [sm_ids], then [ctas_per_sm] per tier
@@ -556,21 +575,48 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
         }
       }
       signal_count(&q_done[e], lane);
-    } else if (task < nq + n1) {
+    } else if (task < nq + n1s) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
-      const GemmTask gt = gemm_task(task - nq, p.n1_tasks, R);
+      // half: -1 all of K; 0 or 1 the first or second half of a split task (unit: its index)
+      const int hj = task - round, half = task >= round && ov > 0 ? (hj & 1) : -1, unit = hj >> 1;
+      const GemmTask gt = gemm_task(half < 0 ? task - nq : round - nq + unit, p.n1_tasks, R);
       const int w = gt.w, e = gt.e, cnt = gt.cnt, off = gt.off;
-      const TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
+      TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
       const float g1 = p.g1[e];
       const float is2 = p.w4a4 ? p.a2[e] : 1.0f;
       // element offset of token column r's row in xq or x (-1: no such column)
-      const int brow = r < cnt ? (p.w4a4 ? (off + r) * p.Hk : R.tok_of_slot[off + r] * p.H) : -1;
+      int brow = r < cnt ? (p.w4a4 ? (off + r) * p.Hk : R.tok_of_slot[off + r] * p.H) : -1;
+      int kvalid = p.w4a4 ? p.Hk : p.H, nch = p.chunks1;
+      const int cmid = (p.chunks1 / 2 + 7) / 8 * 8;  // the halves' boundary: a scale group's start
+      if (half == 0) nch = cmid;
+      if (half == 1) {
+        stream.w += cmid * stream.stride, stream.s += cmid / 8 * stream.stride;
+        nch -= cmid, kvalid -= cmid * 64;
+        if (brow >= 0) brow += cmid * 64;
+      }
       float acc[2][4];
       auto wait_q = [&] {
         if (p.w4a4) wait_count(&q_done[e], static_cast<unsigned>(R.count[e]), lane);
       };
-      if (p.w4a4) task_pass(stream, p.chunks1, st, lane, p.xq, brow, p.Hk, acc, wait_q, t_ready);
-      else task_pass(stream, p.chunks1, st, lane, p.x, brow, p.H, acc, wait_q, t_ready);
+      if (p.w4a4) task_pass(stream, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready);
+      else task_pass(stream, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready);
+      float4* const part = reinterpret_cast<float4*>(p.part) + (static_cast<long long>(unit) * 32 + lane) * 2;
+      if (half == 0) {
+        __stcg(part, make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]));
+        __stcg(part + 1, make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]));
+        signal_count(&p.split_ctr[unit], lane);
+      } else {
+      if (half == 1) {
+        wait_count(&p.split_ctr[unit], 1u, lane);
+        const float4 p0 = __ldcg(part), p1 = __ldcg(part + 1);
+        __syncwarp();
+        if (lane == 0) p.split_ctr[unit] = 0;  // ready for the next launch
+        const float pv[2][4] = {{p0.x, p0.y, p0.z, p0.w}, {p1.x, p1.y, p1.z, p1.w}};
+#pragma unroll
+        for (int t = 0; t < 2; ++t)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[t][i] = __fadd_rn(pv[t][i], acc[t][i]);
+      }
       // epilogue: thread holds, per tile, rows (r, r + 8) x tokens (2q, 2q + 1)
       float hv[2][2][2];  // [tile][row half or - for SwiGLU - unused][token]
 #pragma unroll
@@ -623,9 +669,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
         }
       }
       signal_count(&fc1_done[e], lane);
-    } else if (task < nq + n1 + n2) {
+      }
+    } else if (task < nq + n1s + n2) {
       // ---- FC2 -> z (fp32, complete sums) ----
-      const GemmTask gt = gemm_task(task - nq - n1, p.n2_tasks, R);
+      const GemmTask gt = gemm_task(task - nq - n1s, p.n2_tasks, R);
       const int w = gt.w, e = gt.e, cnt = gt.cnt, off = gt.off;
       const TaskStream stream = task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, w, p.chunks2);
       const float g2 = p.g2[e];
@@ -650,7 +697,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       signal_count(&fc2_done[e], lane);
     } else {
       // ---- combine: out[t] = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
-      const int idx = task - nq - n1 - n2, t = idx / ncol, cc = idx % ncol;
+      const int idx = task - nq - n1s - n2, t = idx / ncol, cc = idx % ncol;
       const int col = cc * kCombineCols + lane * 8;
       float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       {
@@ -695,7 +742,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       }
     }
     FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) {
-      const int kind = task < nq ? 0 : task < nq + n1 ? 1 : task < nq + n1 + n2 ? 2 : 3;
+      const int kind = task < nq ? 0 : task < nq + n1s ? 1 : task < nq + n1s + n2 ? 2 : 3;
       g_trace_task[task][0] = static_cast<unsigned long long>(kind) | (static_cast<unsigned long long>(blockIdx.x * kDecodeWarps + warp) << 4);
       g_trace_task[task][1] = t_start, g_trace_task[task][2] = t_ready, g_trace_task[task][3] = trace_now();
     })

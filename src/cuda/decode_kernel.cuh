@@ -6,17 +6,18 @@
 //   Q   (W4A4 only) one warp per pair: x quantized with the expert's FC1 input scale -> xq;
 //   FC1 one warp per (expert, token tile of up to 8 tokens, 16 or 32 intermediate rows):
 //       y = W1 x, activation, bf16 (and in W4A4 the FP4 re-quantization), written to h -
-//       complete sums over all of K, no reduction across warps (measured on an H200: splitting
-//       K at 1..8 tokens, the splits meeting in global or in shared memory, was slower than no
-//       split in most cases);
+//       complete sums over all of K (measured on an H200: splitting K at 1..8 tokens, the splits
+//       meeting in global or in shared memory, was slower than no split in most cases), except
+//       the FC1 tasks that overflow the first round of a two-round batch: two warps each, over
+//       the halves of K, the second adding the first's partial sums in a fixed order;
 //   FC2 one warp per (expert, token tile, 32 output rows): z = W2 h, complete sums, fp32;
 //   combine one warp per (token, 256 outputs): out = bf16(sum_j w_j z_j), j in order.
 // Dependencies between phases are per-expert completion counters (integers, so their order does
 // not matter); warps take tasks in increasing order (a static first round, then an atomic
-// counter; all static when there are at most two rounds; with one round, or with more than two,
-// the first round goes to the CTAs by their order on their SM) and only ever wait on tasks with a
-// smaller index, and the cooperative launch guarantees every warp is resident, so the waits
-// cannot deadlock. No floating-point atomics: the result is bitwise reproducible. The last CTA
+// counter; all static when there are at most two rounds; with one round, with two whose first
+// is all FC1, or with more than two, the first round goes to the CTAs by their order on their SM)
+// and only ever wait on tasks with a smaller index, and the cooperative launch guarantees every
+// warp is resident, so the waits cannot deadlock. No floating-point atomics: the result is bitwise reproducible. The last CTA
 // to finish resets the counters, so the next launch (or graph replay) starts from zero without
 // a memset. Weights and activations reach shared memory by cp.async through L1 (see
 // decode_kernel.cu for what that was measured to gain and why it is safe for h and xq).
@@ -49,6 +50,8 @@ struct DecodeParams {
   unsigned* invalid;   // count of pairs with an expert id outside [0, E)
   int T, k, E, H, Hk, I, Ik;
   int n1_tasks, n2_tasks, chunks1, chunks2;
+  float* part;          // [units][32 lanes][8] FC1 partial sums of split tasks' first K halves
+  unsigned* split_ctr;  // [units] arrival of a split task's first half (reset by its second)
   long long expert1_bytes, expert2_bytes;
   int w4a4, swiglu;
   int sm_ids;       // %nsmid: every %smid is below it (SM ids need not be contiguous)

@@ -204,6 +204,16 @@ TEST(DecodeSmall, ManyTasksDynamicSchedule) {
     check_shape(small(512, 1024, 64, 8, Activation::SwiGLU, mode), {64}, "many-tasks");
 }
 
+// 2816 FC1 tasks (11 experts x 256 row tasks) at one token: more than the first round of the
+// 2112 or 2640 warps (4 or 5 CTAs of 4 warps per SM) of a 132-SM H100 or H200, and fewer than
+// two rounds in all. The FC1 tasks past the first round run as two halves of K each, the second
+// adding the first's partial sums.
+TEST(DecodeSmall, Fc1TasksPastTheFirstRoundSplitInHalves) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  for (auto mode : {Mode::W4A16, Mode::W4A4})
+    check_shape(small(1024, 4096, 12, 11, Activation::SwiGLU, mode), {1}, "fc1-overflow");
+}
+
 TEST(DecodeSmall, UpGateOrderOption) {
   FP4MOE_SKIP_WITHOUT_GPU();
   MoeSpec s = small(128, 64, 8, 2, Activation::SwiGLU, Mode::W4A16);
