@@ -105,8 +105,10 @@ class DecodeKernel final : public MoeKernel {
     const int64_t ncounters = 3 * E + 3 + 2 * sm_ids_ + ctas_per_sm_ + round;
     counters_ = device_alloc<unsigned>(static_cast<size_t>(ncounters));
     FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, static_cast<size_t>(ncounters) * sizeof(unsigned)));
-    ws_part_ = device_alloc<float>(static_cast<size_t>(round * 256));  // 1 KB of partial sums per split task
-    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + ncounters * 4 + round * 1024;
+    // partial sums of split FC1 tasks: 1 KB per split but the last, kMaxFc1Splits - 1 per task
+    const int64_t part_bytes = round * (kMaxFc1Splits - 1) * 1024;
+    ws_part_ = device_alloc<float>(static_cast<size_t>(part_bytes / 4));
+    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + ncounters * 4 + part_bytes;
   }
 
   ~DecodeKernel() override {

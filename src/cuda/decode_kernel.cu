@@ -449,13 +449,23 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   const int rest = n2 + p.T * ncol;  // FC2 and combine tasks
   // A two-round batch whose Q and FC1 tasks overflow the first round: the FC1 tasks past it start
   // only when a first-round task ends, and their experts' FC2 tasks wait for them. Each of them
-  // runs as two tasks over the two halves of K (split at a scale group), side by side in the
-  // second round: the first half writes its partial sums, the second adds them to its own (in
-  // that order, so the sum does not depend on which finishes first) and does the epilogue.
-  // (Measured on an H200, gpt-oss-120b at 4 tokens - 2700 FC1 tasks, 2640 warps: 78.5 -> 75.7 us.)
-  int ov = 0;
-  if (p.chunks1 >= 16 && nq + n1 > round && nq + n1 + rest + (nq + n1 - round) <= 2 * round) ov = nq + n1 - round;
-  const int n1s = n1 + ov;  // FC1 task slots: [nq, round) whole tasks, then (when ov > 0) 2 * ov halves
+  // runs as nsplit tasks over consecutive ranges of K (at scale-group starts; as many, up to
+  // kMaxFc1Splits, as still fit in the second round), side by side there: the splits before the
+  // last write their partial sums, the last (the largest task index: it waits only on smaller
+  // ones) adds them in split order to its own, so the sum does not depend on which finishes
+  // first, and does the epilogue. (Measured on an H200, gpt-oss-120b at 4 tokens - 2700 FC1 tasks,
+  // 2640 warps: halves 78.5 -> 75.7 us.)
+  int ov = 0, nsplit = 1, cps = p.chunks1;
+  if (nq + n1 > round) {
+    for (int s = kMaxFc1Splits; s >= 2; --s) {
+      const int c = ((p.chunks1 + s - 1) / s + 7) / 8 * 8;  // chunks per split
+      if ((s - 1) * c < p.chunks1 && nq + n1 + (nq + n1 - round) * (s - 1) + rest <= 2 * round) {
+        ov = nq + n1 - round, nsplit = s, cps = c;
+        break;
+      }
+    }
+  }
+  const int n1s = n1 + ov * (nsplit - 1);  // FC1 task slots: [nq, round) whole tasks, then ov * nsplit splits
   const int total = nq + n1s + n2 + p.T * ncol;
   const int r = lane >> 2, q = lane & 3;
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][1] = trace_now();
@@ -577,9 +587,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       signal_count(&q_done[e], lane);
     } else if (task < nq + n1s) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
-      // half: -1 all of K; 0 or 1 the first or second half of a split task (unit: its index)
-      const int hj = task - round, half = task >= round && ov > 0 ? (hj & 1) : -1, unit = hj >> 1;
-      const GemmTask gt = gemm_task(half < 0 ? task - nq : round - nq + unit, p.n1_tasks, R);
+      // split: -1 all of K, else which of the unit's nsplit ranges of K
+      const int hj = task - round, split = task >= round && ov > 0 ? hj % nsplit : -1, unit = hj / nsplit;
+      const GemmTask gt = gemm_task(split < 0 ? task - nq : round - nq + unit, p.n1_tasks, R);
       const int w = gt.w, e = gt.e, cnt = gt.cnt, off = gt.off;
       TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
       const float g1 = p.g1[e];
@@ -587,12 +597,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       // element offset of token column r's row in xq or x (-1: no such column)
       int brow = r < cnt ? (p.w4a4 ? (off + r) * p.Hk : R.tok_of_slot[off + r] * p.H) : -1;
       int kvalid = p.w4a4 ? p.Hk : p.H, nch = p.chunks1;
-      const int cmid = (p.chunks1 / 2 + 7) / 8 * 8;  // the halves' boundary: a scale group's start
-      if (half == 0) nch = cmid;
-      if (half == 1) {
-        stream.w += cmid * stream.stride, stream.s += cmid / 8 * stream.stride;
-        nch -= cmid, kvalid -= cmid * 64;
-        if (brow >= 0) brow += cmid * 64;
+      if (split >= 0) {  // chunks [c0, c0 + cps), c0 a scale group's start
+        const int c0 = split * cps;
+        stream.w += c0 * stream.stride, stream.s += c0 / 8 * stream.stride;
+        nch = min(cps, p.chunks1 - c0), kvalid -= c0 * 64;
+        if (brow >= 0) brow += c0 * 64;
       }
       float acc[2][4];
       auto wait_q = [&] {
@@ -600,22 +609,35 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       };
       if (p.w4a4) task_pass(stream, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready);
       else task_pass(stream, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready);
-      float4* const part = reinterpret_cast<float4*>(p.part) + (static_cast<long long>(unit) * 32 + lane) * 2;
-      if (half == 0) {
-        __stcg(part, make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]));
-        __stcg(part + 1, make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]));
+      // the unit's partial sums: [split][32 lanes][8]
+      float4* const part = reinterpret_cast<float4*>(p.part) + (static_cast<long long>(unit) * (kMaxFc1Splits - 1) * 32 + lane) * 2;
+      if (split >= 0 && split + 1 < nsplit) {
+        __stcg(part + split * 64, make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]));
+        __stcg(part + split * 64 + 1, make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]));
         signal_count(&p.split_ctr[unit], lane);
       } else {
-      if (half == 1) {
-        wait_count(&p.split_ctr[unit], 1u, lane);
-        const float4 p0 = __ldcg(part), p1 = __ldcg(part + 1);
+      if (split > 0) {
+        wait_count(&p.split_ctr[unit], static_cast<unsigned>(nsplit - 1), lane);
+        float4 pv[kMaxFc1Splits - 1][2];
+#pragma unroll
+        for (int s = 0; s < kMaxFc1Splits - 1; ++s) {
+          const int sc = min(s, nsplit - 2);  // past the last partial: load it again (unused)
+          pv[s][0] = __ldcg(part + sc * 64), pv[s][1] = __ldcg(part + sc * 64 + 1);
+        }
         __syncwarp();
-        if (lane == 0) p.split_ctr[unit] = 0;  // ready for the next launch
-        const float pv[2][4] = {{p0.x, p0.y, p0.z, p0.w}, {p1.x, p1.y, p1.z, p1.w}};
+        if (lane == 0) p.split_ctr[unit] = 0;  // every split has arrived: ready for the next launch
 #pragma unroll
-        for (int t = 0; t < 2; ++t)
+        for (int t = 0; t < 2; ++t) {
+          float v[4] = {pv[0][t].x, pv[0][t].y, pv[0][t].z, pv[0][t].w};
 #pragma unroll
-          for (int i = 0; i < 4; ++i) acc[t][i] = __fadd_rn(pv[t][i], acc[t][i]);
+          for (int s = 1; s < kMaxFc1Splits - 1; ++s)
+            if (s < nsplit - 1) {
+              v[0] = __fadd_rn(v[0], pv[s][t].x), v[1] = __fadd_rn(v[1], pv[s][t].y);
+              v[2] = __fadd_rn(v[2], pv[s][t].z), v[3] = __fadd_rn(v[3], pv[s][t].w);
+            }
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[t][i] = __fadd_rn(v[i], acc[t][i]);
+        }
       }
       // epilogue: thread holds, per tile, rows (r, r + 8) x tokens (2q, 2q + 1)
       float hv[2][2][2];  // [tile][row half or - for SwiGLU - unused][token]

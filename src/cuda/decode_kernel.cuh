@@ -8,8 +8,8 @@
 //       y = W1 x, activation, bf16 (and in W4A4 the FP4 re-quantization), written to h -
 //       complete sums over all of K (measured on an H200: splitting K at 1..8 tokens, the splits
 //       meeting in global or in shared memory, was slower than no split in most cases), except
-//       the FC1 tasks that overflow the first round of a two-round batch: two warps each, over
-//       the halves of K, the second adding the first's partial sums in a fixed order;
+//       the FC1 tasks that overflow the first round of a two-round batch: up to 4 warps each,
+//       over ranges of K, the last adding the others' partial sums in a fixed order;
 //   FC2 one warp per (expert, token tile, 32 output rows): z = W2 h, complete sums, fp32;
 //   combine one warp per (token, 256 outputs): out = bf16(sum_j w_j z_j), j in order.
 // Dependencies between phases are per-expert completion counters (integers, so their order does
@@ -50,8 +50,8 @@ struct DecodeParams {
   unsigned* invalid;   // count of pairs with an expert id outside [0, E)
   int T, k, E, H, Hk, I, Ik;
   int n1_tasks, n2_tasks, chunks1, chunks2;
-  float* part;          // [units][32 lanes][8] FC1 partial sums of split tasks' first K halves
-  unsigned* split_ctr;  // [units] arrival of a split task's first half (reset by its second)
+  float* part;          // [units][kMaxFc1Splits - 1][32 lanes][8] FC1 partial sums of split tasks
+  unsigned* split_ctr;  // [units] arrivals of a split task's splits but the last (reset by the last)
   long long expert1_bytes, expert2_bytes;
   int w4a4, swiglu;
   int sm_ids;       // %nsmid: every %smid is below it (SM ids need not be contiguous)
@@ -60,6 +60,7 @@ struct DecodeParams {
 
 inline constexpr int kDecodeWarps = 4;    // warps per CTA
 inline constexpr int kCombineCols = 256;  // outputs per combine task
+inline constexpr int kMaxFc1Splits = 4;   // K splits of an FC1 task past the first round, at most
 
 // An FC1 or FC2 task covers one token tile: up to 8 tokens (the MMA's N) of one expert; an
 // expert with more tokens gives more tasks. (Measured on an H200: tiles of 16 or 32 tokens

@@ -205,13 +205,15 @@ TEST(DecodeSmall, ManyTasksDynamicSchedule) {
 }
 
 // 2816 FC1 tasks (11 experts x 256 row tasks) at one token: more than the first round of the
-// 2112 or 2640 warps (4 or 5 CTAs of 4 warps per SM) of a 132-SM H100 or H200, and fewer than
-// two rounds in all. The FC1 tasks past the first round run as two halves of K each, the second
-// adding the first's partial sums.
-TEST(DecodeSmall, Fc1TasksPastTheFirstRoundSplitInHalves) {
+// 2640 warps (5 CTAs of 4 warps per SM) of a 132-SM H100 or H200, and fewer than two rounds in
+// all. The FC1 tasks past the first round run as splits of K, the last adding the others'
+// partial sums: two splits with H = 1024 (16 chunks of K), four with H = 2048.
+TEST(DecodeSmall, Fc1TasksPastTheFirstRoundSplitOverK) {
   FP4MOE_SKIP_WITHOUT_GPU();
-  for (auto mode : {Mode::W4A16, Mode::W4A4})
-    check_shape(small(1024, 4096, 12, 11, Activation::SwiGLU, mode), {1}, "fc1-overflow");
+  for (auto mode : {Mode::W4A16, Mode::W4A4}) {
+    check_shape(small(1024, 4096, 12, 11, Activation::SwiGLU, mode), {1}, "fc1-overflow-2");
+    check_shape(small(2048, 4096, 11, 11, Activation::SwiGLU, mode), {1}, "fc1-overflow-4");
+  }
 }
 
 TEST(DecodeSmall, UpGateOrderOption) {
