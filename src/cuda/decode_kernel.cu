@@ -454,7 +454,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // last write their partial sums, the last (the largest task index: it waits only on smaller
   // ones) adds them in split order to its own, so the sum does not depend on which finishes
   // first, and does the epilogue. (Measured on an H200, gpt-oss-120b at 4 tokens - 2700 FC1 tasks,
-  // 2640 warps: halves 78.5 -> 75.7 us.)
+  // 2640 warps, i.e. 5 CTAs per SM, which max_tokens <= 16 leaves room for: halves 78.5 -> 75.7
+  // us, up to four splits with the order below 69.7. With max_tokens = 64 the grid is 2112 warps
+  // and the 588 tasks past the first round do not fit as splits.)
   int ov = 0, nsplit = 1, cps = p.chunks1;
   if (nq + n1 > round) {
     for (int s = kMaxFc1Splits; s >= 2; --s) {
@@ -502,8 +504,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   //   waits for its slowest FC1 task. In block order every expert has tasks on the slow CTAs; in
   //   this order an expert's tasks are consecutive within one CTA tier, so the experts on the
   //   first tiers finish early and their FC2 tasks, next on the same warps, start while the later
-  //   tiers still run FC1. Measured on an H200, one lease, two runs each: gpt-oss-120b at 4 tokens
-  //   75.7 -> 70.8 us (with the halves above; 78.5 with neither).
+  //   tiers still run FC1. Measured on an H200, one lease, two runs each, 5 CTAs per SM:
+  //   gpt-oss-120b at 4 tokens 75.7 -> 70.8 us (with the halves above; 78.5 with neither).
   // - Other two-round batches: block order, task i to CTA i % grid. (Measured: the order by tier
   //   was slower there - nemotron at 4 tokens 48.7 -> 54.0 us, qwen3-30b-a3b at 5 tokens 41.3 ->
   //   43.2 - where the first round also holds FC2 tasks that wait.)
