@@ -102,9 +102,10 @@ class DecodeKernel final : public MoeKernel {
     // prologue per SM id and per tier, CTA arrivals at launch per SM id (the kernel's task order),
     // then one per split FC1 task (fewer than the warps of the grid: see the kernel)
     const int64_t round = int64_t{grid_} * kDecodeWarps;
-    const int64_t ncounters = 3 * E + 3 + 2 * sm_ids_ + ctas_per_sm_ + round;
+    const int64_t split_ctr_at = 3 * E + 3 + 2 * sm_ids_ + ctas_per_sm_, ncounters = split_ctr_at + round;
     counters_ = device_alloc<unsigned>(static_cast<size_t>(ncounters));
     FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, static_cast<size_t>(ncounters) * sizeof(unsigned)));
+    split_ctr_ = counters_ + split_ctr_at;
     // partial sums of split FC1 tasks: 1 KB per split but the last, kMaxFc1Splits - 1 per task
     const int64_t part_bytes = round * (kMaxFc1Splits - 1) * 1024;
     ws_part_ = device_alloc<float>(static_cast<size_t>(part_bytes / 4));
@@ -166,7 +167,7 @@ class DecodeKernel final : public MoeKernel {
     p.sm_ids = sm_ids_;
     p.ctas_per_sm = ctas_per_sm_;
     p.part = ws_part_;
-    p.split_ctr = counters_ + 3 * E + 3 + 2 * sm_ids_ + ctas_per_sm_;
+    p.split_ctr = split_ctr_;
     launch(p, static_cast<cudaStream_t>(stream));
   }
 
@@ -235,6 +236,7 @@ class DecodeKernel final : public MoeKernel {
   float* ws_z_ = nullptr;
   float* ws_part_ = nullptr;
   unsigned* counters_ = nullptr;
+  unsigned* split_ctr_ = nullptr;  // within counters_: one per split FC1 task
   size_t weight_bytes_ = 0, smem_ = 0;
   int64_t workspace_bytes_ = 0;
   const void* fn_ = nullptr;

@@ -612,87 +612,88 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       if (p.w4a4) task_pass(stream, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready);
       else task_pass(stream, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready);
       // the unit's partial sums: [split][32 lanes][8]
-      float4* const part = reinterpret_cast<float4*>(p.part) + (static_cast<long long>(unit) * (kMaxFc1Splits - 1) * 32 + lane) * 2;
+      float4* const part =
+          reinterpret_cast<float4*>(p.part) + (static_cast<long long>(unit) * (kMaxFc1Splits - 1) * 32 + lane) * 2;
       if (split >= 0 && split + 1 < nsplit) {
         __stcg(part + split * 64, make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]));
         __stcg(part + split * 64 + 1, make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]));
         signal_count(&p.split_ctr[unit], lane);
       } else {
-      if (split > 0) {
-        wait_count(&p.split_ctr[unit], static_cast<unsigned>(nsplit - 1), lane);
-        float4 pv[kMaxFc1Splits - 1][2];
+        if (split > 0) {
+          wait_count(&p.split_ctr[unit], static_cast<unsigned>(nsplit - 1), lane);
+          float4 pv[kMaxFc1Splits - 1][2];
 #pragma unroll
-        for (int s = 0; s < kMaxFc1Splits - 1; ++s) {
-          const int sc = min(s, nsplit - 2);  // past the last partial: load it again (unused)
-          pv[s][0] = __ldcg(part + sc * 64), pv[s][1] = __ldcg(part + sc * 64 + 1);
+          for (int s = 0; s < kMaxFc1Splits - 1; ++s) {
+            const int sc = min(s, nsplit - 2);  // past the last partial: load it again (unused)
+            pv[s][0] = __ldcg(part + sc * 64), pv[s][1] = __ldcg(part + sc * 64 + 1);
+          }
+          __syncwarp();
+          if (lane == 0) p.split_ctr[unit] = 0;  // every split has arrived: ready for the next launch
+#pragma unroll
+          for (int t = 0; t < 2; ++t) {
+            float v[4] = {pv[0][t].x, pv[0][t].y, pv[0][t].z, pv[0][t].w};
+#pragma unroll
+            for (int s = 1; s < kMaxFc1Splits - 1; ++s)
+              if (s < nsplit - 1) {
+                v[0] = __fadd_rn(v[0], pv[s][t].x), v[1] = __fadd_rn(v[1], pv[s][t].y);
+                v[2] = __fadd_rn(v[2], pv[s][t].z), v[3] = __fadd_rn(v[3], pv[s][t].w);
+              }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[t][i] = __fadd_rn(v[i], acc[t][i]);
+          }
         }
-        __syncwarp();
-        if (lane == 0) p.split_ctr[unit] = 0;  // every split has arrived: ready for the next launch
+        // epilogue: thread holds, per tile, rows (r, r + 8) x tokens (2q, 2q + 1)
+        float hv[2][2][2];  // [tile][row half or - for SwiGLU - unused][token]
 #pragma unroll
-        for (int t = 0; t < 2; ++t) {
-          float v[4] = {pv[0][t].x, pv[0][t].y, pv[0][t].z, pv[0][t].w};
+        for (int t = 0; t < 2; ++t)
 #pragma unroll
-          for (int s = 1; s < kMaxFc1Splits - 1; ++s)
-            if (s < nsplit - 1) {
-              v[0] = __fadd_rn(v[0], pv[s][t].x), v[1] = __fadd_rn(v[1], pv[s][t].y);
-              v[2] = __fadd_rn(v[2], pv[s][t].z), v[3] = __fadd_rn(v[3], pv[s][t].w);
+          for (int j = 0; j < 2; ++j) {
+            const float y0 = __fmul_rn(acc[t][j], g1), y1 = __fmul_rn(acc[t][2 + j], g1);
+            if (p.swiglu) {
+              hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(silu(y0), y1)));
+              hv[t][1][j] = 0.0f;
+            } else {
+              const float r0 = fmaxf(y0, 0.0f), r1 = fmaxf(y1, 0.0f);
+              hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r0, r0)));
+              hv[t][1][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r1, r1)));
             }
+          }
+        if (p.w4a4) {
+          // 16-blocks along i: SwiGLU - the task's 16 i (both tiles); ReLU^2 - each tile.
 #pragma unroll
-          for (int i = 0; i < 4; ++i) acc[t][i] = __fadd_rn(v[i], acc[t][i]);
+          for (int j = 0; j < 2; ++j) {
+            float m0 = fmaxf(fabsf(hv[0][0][j]), fabsf(hv[0][1][j]));
+            float m1 = fmaxf(fabsf(hv[1][0][j]), fabsf(hv[1][1][j]));
+            if (p.swiglu) m0 = m1 = fmaxf(m0, m1);
+#pragma unroll
+            for (int d = 4; d < 32; d <<= 1) {
+              m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, d));
+              m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, d));
+            }
+            const float s0 = act_block_scale(m0, is2), s1 = act_block_scale(m1, is2);
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+              hv[0][hh][j] = act_quant_value(hv[0][hh][j], s0, is2);
+              hv[1][hh][j] = act_quant_value(hv[1][hh][j], s1, is2);
+            }
+          }
         }
-      }
-      // epilogue: thread holds, per tile, rows (r, r + 8) x tokens (2q, 2q + 1)
-      float hv[2][2][2];  // [tile][row half or - for SwiGLU - unused][token]
-#pragma unroll
-      for (int t = 0; t < 2; ++t)
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-          const float y0 = __fmul_rn(acc[t][j], g1), y1 = __fmul_rn(acc[t][2 + j], g1);
-          if (p.swiglu) {
-            hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(silu(y0), y1)));
-            hv[t][1][j] = 0.0f;
-          } else {
-            const float r0 = fmaxf(y0, 0.0f), r1 = fmaxf(y1, 0.0f);
-            hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r0, r0)));
-            hv[t][1][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r1, r1)));
+          const int tj = 2 * q + j;
+          if (tj >= cnt) continue;
+          __nv_bfloat16* hrow = p.h + static_cast<long long>(off + tj) * p.Ik;
+#pragma unroll
+          for (int t = 0; t < 2; ++t) {
+            if (p.swiglu) {
+              hrow[16 * w + 8 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
+            } else {
+              hrow[32 * w + 16 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
+              hrow[32 * w + 16 * t + r + 8] = __float2bfloat16_rn(hv[t][1][j]);
+            }
           }
         }
-      if (p.w4a4) {
-        // 16-blocks along i: SwiGLU - the task's 16 i (both tiles); ReLU^2 - each tile.
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          float m0 = fmaxf(fabsf(hv[0][0][j]), fabsf(hv[0][1][j]));
-          float m1 = fmaxf(fabsf(hv[1][0][j]), fabsf(hv[1][1][j]));
-          if (p.swiglu) m0 = m1 = fmaxf(m0, m1);
-#pragma unroll
-          for (int d = 4; d < 32; d <<= 1) {
-            m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, d));
-            m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, d));
-          }
-          const float s0 = act_block_scale(m0, is2), s1 = act_block_scale(m1, is2);
-#pragma unroll
-          for (int hh = 0; hh < 2; ++hh) {
-            hv[0][hh][j] = act_quant_value(hv[0][hh][j], s0, is2);
-            hv[1][hh][j] = act_quant_value(hv[1][hh][j], s1, is2);
-          }
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int tj = 2 * q + j;
-        if (tj >= cnt) continue;
-        __nv_bfloat16* hrow = p.h + static_cast<long long>(off + tj) * p.Ik;
-#pragma unroll
-        for (int t = 0; t < 2; ++t) {
-          if (p.swiglu) {
-            hrow[16 * w + 8 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
-          } else {
-            hrow[32 * w + 16 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
-            hrow[32 * w + 16 * t + r + 8] = __float2bfloat16_rn(hv[t][1][j]);
-          }
-        }
-      }
-      signal_count(&fc1_done[e], lane);
+        signal_count(&fc1_done[e], lane);
       }
     } else if (task < nq + n1s + n2) {
       // ---- FC2 -> z (fp32, complete sums) ----

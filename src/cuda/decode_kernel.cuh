@@ -17,9 +17,9 @@
 // counter; all static when there are at most two rounds; with one round, with two whose first
 // is all FC1, or with more than two, the first round goes to the CTAs by their order on their SM)
 // and only ever wait on tasks with a smaller index, and the cooperative launch guarantees every
-// warp is resident, so the waits cannot deadlock. No floating-point atomics: the result is bitwise reproducible. The last CTA
-// to finish resets the counters, so the next launch (or graph replay) starts from zero without
-// a memset. Weights and activations reach shared memory by cp.async through L1 (see
+// warp is resident, so the waits cannot deadlock. No floating-point atomics: the result is
+// bitwise reproducible. The last CTA to finish resets the counters, so the next launch (or graph
+// replay) starts from zero without a memset. Weights and activations reach shared memory by cp.async through L1 (see
 // decode_kernel.cu for what that was measured to gain and why it is safe for h and xq).
 #pragma once
 #include <cuda_bf16.h>
