@@ -226,11 +226,12 @@ int main(int argc, char** argv) {
                                             {"--json", ""},
                                             {"--commit", "unknown"},
                                             {"--seed", "1"},
-                                            {"--routing", "random"}};
+                                            {"--routing", "random"},
+                                            {"--max-tokens", ""}};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (!opt.count(a) || i + 1 >= argc) {
-      std::fprintf(stderr, "usage: bench_moe [--backend decode|prefill] [--presets a,b] [--tokens 1,2,..] [--mode w4a16|w4a4] [--reps N] [--json FILE] [--commit SHA] [--routing random|skewed]\n");
+      std::fprintf(stderr, "usage: bench_moe [--backend decode|prefill] [--presets a,b] [--tokens 1,2,..] [--mode w4a16|w4a4] [--reps N] [--json FILE] [--commit SHA] [--routing random|skewed] [--max-tokens N]\n");
       return 2;
     }
     opt[a] = argv[++i];
@@ -247,6 +248,14 @@ int main(int argc, char** argv) {
   }
   const auto Ms = parse_list(opt["--tokens"].empty() ? (prefill ? "256,1024,4096,16384" : "1,2,4,8,16,32,64")
                                                      : opt["--tokens"]);
+  // the backend's max_tokens (what an engine sizes it for): by default the largest M measured
+  const int64_t max_tokens = opt["--max-tokens"].empty() ? *std::max_element(Ms.begin(), Ms.end())
+                                                         : std::stoll(opt["--max-tokens"]);
+  if (max_tokens < *std::max_element(Ms.begin(), Ms.end())) {
+    std::fprintf(stderr, "--max-tokens: expected at least the largest M measured, got %lld\n",
+                 static_cast<long long>(max_tokens));
+    return 2;
+  }
   const Mode mode = parse_mode(opt["--mode"]);
   const int reps = std::stoi(opt["--reps"]);
   const uint64_t seed = std::stoull(opt["--seed"]);
@@ -273,7 +282,7 @@ int main(int argc, char** argv) {
     const Preset& pr = find_preset(name);
     MoeSpec spec = pr.spec(mode);
     const int64_t H = spec.hidden, I = spec.inter, N1 = spec.n1(), E = spec.experts, k = spec.topk;
-    const int64_t maxM = *std::max_element(Ms.begin(), Ms.end());
+    const int64_t maxM = max_tokens;
     const auto t0 = std::chrono::steady_clock::now();
     NvFp4Layer L = random_nvfp4_layer(spec, seed);
     if (mode == Mode::W4A4) set_input_scales(L, 4.0f, 4.0f);
@@ -407,7 +416,7 @@ int main(int argc, char** argv) {
     f << "{\n  \"bench\": \"" << (prefill ? "prefill" : "decode") << "\", \"device\": \"" << prop.name
       << "\", \"commit\": \"" << opt["--commit"] << "\", \"date\": \"" << date << "\", \"routing\": \"" << opt["--routing"]
       << "\",\n  \"copy_GBps\": " << copy_gbps
-      << ", \"cublas_bf16_gemm_tflops\": " << gemm_tf << ", \"reps\": " << reps
+      << ", \"cublas_bf16_gemm_tflops\": " << gemm_tf << ", \"reps\": " << reps << ", \"max_tokens\": " << max_tokens
       << ", \"timing\": \"CUDA events around one CUDA-graph replay, L2 flushed before each, median\",\n  \"rows\": [\n"
       << rows.str() << "\n  ]\n}\n";
     std::printf("\nwrote %s\n", opt["--json"].c_str());

@@ -45,6 +45,12 @@ std::vector<float> per_expert_or_one(const TensorView& t, WeightsOn where, int64
   return v;
 }
 
+// One token count's launch: the shared memory of each CTA, and the CTAs per SM that allows.
+struct LaunchShape {
+  size_t smem;
+  int ctas_per_sm;
+};
+
 class DecodeKernel final : public MoeKernel {
  public:
   DecodeKernel(const MoeSpec& spec, const MoeWeights& w, WeightsOn where, int64_t max_tokens, int device)
@@ -98,11 +104,12 @@ class DecodeKernel final : public MoeKernel {
     FP4MOE_CHECK_ARG(prop.cooperativeLaunch, "device", "cooperative launch support", "none");
     setup(static_cast<int>(P), prop);
 
-    // q_done, fc1_done, fc2_done [E] each, exit, invalid ids, task claims, CTA arrivals after the
-    // prologue per SM id and per tier, CTA arrivals at launch per SM id (the kernel's task order),
-    // then one per split FC1 task (fewer than the warps of the grid: see the kernel)
-    const int64_t round = int64_t{grid_} * kDecodeWarps;
-    const int64_t split_ctr_at = 3 * E + 3 + 2 * sm_ids_ + ctas_per_sm_, ncounters = split_ctr_at + round;
+    // epoch, arrivals, invalid ids, CTA arrivals at launch per SM id, two counter sets
+    // (DecodeParams::counters), then one per split FC1 task (fewer than the warps of the grid: see
+    // the kernel)
+    const int64_t round = int64_t{max_grid_} * kDecodeWarps;  // the most warps of any call's grid
+    const int64_t split_ctr_at = 3 + sm_ids_ + 2 * int64_t{decode_counter_set(static_cast<int>(E), sm_ids_)};
+    const int64_t ncounters = split_ctr_at + round;
     counters_ = device_alloc<unsigned>(static_cast<size_t>(ncounters));
     FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, static_cast<size_t>(ncounters) * sizeof(unsigned)));
     split_ctr_ = counters_ + split_ctr_at;
@@ -148,7 +155,7 @@ class DecodeKernel final : public MoeKernel {
     p.h = reinterpret_cast<__nv_bfloat16*>(ws_h_);
     p.z = ws_z_;
     p.counters = counters_;
-    p.invalid = counters_ + 3 * E + 1;
+    p.invalid = counters_ + 2;
     p.T = static_cast<int>(T);
     p.k = static_cast<int>(spec_.topk);
     p.E = static_cast<int>(E);
@@ -165,34 +172,66 @@ class DecodeKernel final : public MoeKernel {
     p.w4a4 = spec_.mode == Mode::W4A4;
     p.swiglu = dims_.swiglu;
     p.sm_ids = sm_ids_;
-    p.ctas_per_sm = ctas_per_sm_;
+    const LaunchShape& ls = shape_[static_cast<size_t>(T - 1)];
+    p.ctas_per_sm = ls.ctas_per_sm;
     p.part = ws_part_;
     p.split_ctr = split_ctr_;
-    launch(p, static_cast<cudaStream_t>(stream));
+    launch(p, ls, static_cast<cudaStream_t>(stream));
   }
 
   int64_t take_invalid_id_count() override {
     unsigned v = 0;
-    FP4MOE_CUDA_CHECK(cudaMemcpy(&v, counters_ + 3 * spec_.experts + 1, sizeof(v), cudaMemcpyDeviceToHost));
-    FP4MOE_CUDA_CHECK(cudaMemset(counters_ + 3 * spec_.experts + 1, 0, sizeof(unsigned)));
+    FP4MOE_CUDA_CHECK(cudaMemcpy(&v, counters_ + 2, sizeof(v), cudaMemcpyDeviceToHost));
+    FP4MOE_CUDA_CHECK(cudaMemset(counters_ + 2, 0, sizeof(unsigned)));
     return v;
   }
 
  private:
+  // The launch shape of every token count. The grid is every CTA that fits (the kernel's order
+  // relies on each SM holding exactly ctas_per_sm of them), with the shared memory of max_tokens'
+  // routing table - except for a batch whose (Q and) FC1 tasks overflow that grid's first round
+  // while the whole batch fits two rounds of the grid that its own, smaller routing table allows:
+  // that batch takes the larger grid, where the FC1 tasks past the first round run as K splits
+  // side by side (see the kernel). Counted at their most: every pair its own expert.
+  // Measured on an H200 (one lease, two runs each): gpt-oss-120b at 4 tokens 74.7 -> 70.0 us with
+  // 5 CTAs per SM instead of 4; giving 5 CTAs to every batch that fits them was slower elsewhere,
+  // e.g. qwen3-30b-a3b at 16 tokens 74.8 -> 82.3, nemotron at 8 79.8 -> 82.5 (the CTAs' shared
+  // memory then leaves the SM less L1: capping those at 4 CTAs by giving each more shared memory
+  // was slower still than the 4 CTAs of max_tokens' table, 58.7 against 56.2 us at qwen3's 8).
   void setup(int P, const cudaDeviceProp& prop) {
     const void* fn = fused_decode_kernel_ptr();
-    const size_t smem = decode_smem_bytes(P, static_cast<int>(spec_.experts));
-    FP4MOE_CHECK_ARG(smem <= prop.sharedMemPerBlockOptin, "experts/max_tokens",
-                     detail::concat("a routing table within ", prop.sharedMemPerBlockOptin, " bytes of shared memory"),
-                     smem);
-    smem_ = smem;
-    FP4MOE_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    int per_sm = 0;
-    FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kDecodeWarps * 32, smem));
-    if (per_sm < 1) throw Error("cuda-decode: the kernel cannot be resident with this shape (shared memory)");
+    const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
+    cudaFuncAttributes fa{};
+    FP4MOE_CUDA_CHECK(cudaFuncGetAttributes(&fa, fn));
+    const size_t smem_limit = prop.sharedMemPerBlockOptin - fa.sharedSizeBytes;  // dynamic, beside the static
+    const size_t smem_max = decode_smem_bytes(P, E);
+    FP4MOE_CHECK_ARG(smem_max <= smem_limit, "experts/max_tokens",
+                     detail::concat("a routing table within ", smem_limit, " bytes of shared memory"), smem_max);
+    FP4MOE_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_max)));
+    auto per_sm = [&](size_t smem) {
+      int n = 0;
+      FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, kDecodeWarps * 32, smem));
+      if (n < 1) throw Error("cuda-decode: the kernel cannot be resident with this shape (shared memory)");
+      FP4MOE_CHECK_ARG(n <= kDecodeMaxTiers, "device", detail::concat("at most ", kDecodeMaxTiers, " CTAs per SM"), n);
+      return n;
+    };
+    const LaunchShape base{smem_max, per_sm(smem_max)};
+    const int64_t sms = prop.multiProcessorCount, n1t = dims_.n1_tasks, n2t = dims_.n2_tasks;
+    const int64_t ncol = (dims_.H + kCombineCols - 1) / kCombineCols;
+    shape_.assign(static_cast<size_t>(P / k), base);
+    for (int64_t t = 1; t <= P / k; ++t) {
+      const int64_t pairs = t * k, tiles = std::min<int64_t>(pairs, E + pairs / 8);  // token tiles, at most
+      const int64_t front = (spec_.mode == Mode::W4A4 ? pairs : 0) + tiles * n1t;   // Q and FC1 tasks
+      const int64_t total = front + tiles * n2t + t * ncol;
+      if (front <= base.ctas_per_sm * sms * kDecodeWarps) continue;
+      const size_t smem = decode_smem_bytes(static_cast<int>(pairs), E);
+      const int n = per_sm(smem);
+      if (n > base.ctas_per_sm && total <= 2 * n * sms * kDecodeWarps) shape_[static_cast<size_t>(t - 1)] = {smem, n};
+    }
     fn_ = fn;
-    ctas_per_sm_ = per_sm;
-    grid_ = per_sm * prop.multiProcessorCount;
+    max_grid_ = 0;
+    for (const LaunchShape& ls : shape_) max_grid_ = std::max<int>(max_grid_, ls.ctas_per_sm * static_cast<int>(sms));
+    sms_ = static_cast<int>(sms);
     sm_ids_ = sm_id_bound();
   }
 
@@ -209,11 +248,11 @@ class DecodeKernel final : public MoeKernel {
     return n;
   }
 
-  void launch(DecodeParams& p, cudaStream_t stream) {
+  void launch(DecodeParams& p, const LaunchShape& ls, cudaStream_t stream) {
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(grid_));
+    cfg.gridDim = dim3(static_cast<unsigned>(ls.ctas_per_sm * sms_));
     cfg.blockDim = dim3(kDecodeWarps * 32);
-    cfg.dynamicSmemBytes = smem_;
+    cfg.dynamicSmemBytes = ls.smem;
     cfg.stream = stream;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeCooperative;  // all CTAs resident: the per-expert waits cannot deadlock
@@ -237,10 +276,11 @@ class DecodeKernel final : public MoeKernel {
   float* ws_part_ = nullptr;
   unsigned* counters_ = nullptr;
   unsigned* split_ctr_ = nullptr;  // within counters_: one per split FC1 task
-  size_t weight_bytes_ = 0, smem_ = 0;
+  size_t weight_bytes_ = 0;
   int64_t workspace_bytes_ = 0;
   const void* fn_ = nullptr;
-  int grid_ = 0, ctas_per_sm_ = 0, sm_ids_ = 0;
+  std::vector<LaunchShape> shape_;  // [tokens - 1]
+  int max_grid_ = 0, sms_ = 0, sm_ids_ = 0;
 };
 
 }  // namespace

@@ -11,16 +11,18 @@
 //       the FC1 tasks that overflow the first round of a two-round batch: up to 4 warps each,
 //       over ranges of K, the last adding the others' partial sums in a fixed order;
 //   FC2 one warp per (expert, token tile, 32 output rows): z = W2 h, complete sums, fp32;
-//   combine one warp per (token, 256 outputs): out = bf16(sum_j w_j z_j), j in order.
+//   combine one warp per (token, 128 outputs): out = bf16(sum_j w_j z_j), j in order.
 // Dependencies between phases are per-expert completion counters (integers, so their order does
 // not matter); warps take tasks in increasing order (a static first round, then an atomic
 // counter; all static when there are at most two rounds; with one round, with two whose first
 // is all FC1, or with more than two, the first round goes to the CTAs by their order on their SM)
 // and only ever wait on tasks with a smaller index, and the cooperative launch guarantees every
 // warp is resident, so the waits cannot deadlock. No floating-point atomics: the result is
-// bitwise reproducible. The last CTA to finish resets the counters, so the next launch (or graph
-// replay) starts from zero without a memset. Weights and activations reach shared memory by cp.async through L1 (see
-// decode_kernel.cu for what that was measured to gain and why it is safe for h and xq).
+// bitwise reproducible. The counters need no memset between launches (or graph replays): a launch
+// uses one of two sets and clears the other for the next (see DecodeParams::counters), and the
+// arrival counters wrap to zero by themselves. Weights and activations reach shared memory by
+// cp.async through L1 (see decode_kernel.cu for what that was measured to gain and why it is safe
+// for h and xq).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
@@ -44,10 +46,16 @@ struct DecodeParams {
   __nv_bfloat16* xq;  // [P][Hk]  W4A4 quantized x per slot
   __nv_bfloat16* h;   // [P][Ik]
   float* z;           // [P][H]
-  unsigned* counters;  // q_done[E], fc1_done[E], fc2_done[E], exit, (invalid), task claims,
-                       // CTA arrivals after the prologue per SM [sm_ids] and per tier [ctas_per_sm],
-                       // CTA arrivals at launch per SM [sm_ids]
-  unsigned* invalid;   // count of pairs with an expert id outside [0, E)
+  // Zeroed once at construction, never between launches:
+  //   [0] epoch: which of the two sets below this launch uses; [1] CTA arrivals of the launch
+  //   (an increment that wraps to zero at the grid's last CTA, which then flips the epoch and
+  //   clears the other set for the next launch); [2] pairs with an expert id outside [0, E)
+  //   (cumulative, read and cleared by the host); [3, 3 + sm_ids) CTA arrivals at launch per SM
+  //   id (wrapping at ctas_per_sm); then two sets of decode_counter_set() words - q_done[E],
+  //   fc1_done[E], fc2_done[E], task claims, CTA arrivals after the prologue per SM id [sm_ids]
+  //   and per tier [kDecodeMaxTiers].
+  unsigned* counters;
+  unsigned* invalid;   // counters + 2
   int T, k, E, H, Hk, I, Ik;
   int n1_tasks, n2_tasks, chunks1, chunks2;
   float* part;          // [units][kMaxFc1Splits - 1][32 lanes][8] FC1 partial sums of split tasks
@@ -59,8 +67,14 @@ struct DecodeParams {
 };
 
 inline constexpr int kDecodeWarps = 4;    // warps per CTA
-inline constexpr int kCombineCols = 256;  // outputs per combine task
+// Outputs per combine task: 4 per lane, so the z rows of 8 pairs (kCombinePairs) fit in
+// registers at once.
+inline constexpr int kCombineCols = 128;
 inline constexpr int kMaxFc1Splits = 4;   // K splits of an FC1 task past the first round, at most
+inline constexpr int kDecodeMaxTiers = 32;  // CTAs per SM, at most (the hardware's limit)
+
+// Words of one of the two counter sets (see DecodeParams::counters).
+__host__ __device__ inline int decode_counter_set(int E, int sm_ids) { return 3 * E + 1 + sm_ids + kDecodeMaxTiers; }
 
 // An FC1 or FC2 task covers one token tile: up to 8 tokens (the MMA's N) of one expert; an
 // expert with more tokens gives more tasks. (Measured on an H200: tiles of 16 or 32 tokens

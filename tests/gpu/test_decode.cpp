@@ -204,6 +204,16 @@ TEST(DecodeSmall, ManyTasksDynamicSchedule) {
     check_shape(small(512, 1024, 64, 8, Activation::SwiGLU, mode), {64}, "many-tasks");
 }
 
+// One object, grids of two sizes back to back: at one token the 2816 FC1 tasks (11 experts x
+// 256) overflow the first round of the grid that max_tokens = 16 sizes (4 CTAs per SM on an
+// H100 or H200: 150 experts' routing table for 176 pairs) and the batch fits two rounds of the
+// 5 CTAs per SM that one token's table allows, so it takes those; 16 tokens take 4.
+TEST(DecodeSmall, GridPerCallOverflowingFc1Round) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  for (auto mode : {Mode::W4A16, Mode::W4A4})
+    check_shape(small(1024, 4096, 150, 11, Activation::SwiGLU, mode), {1, 16, 1}, "grid-per-call");
+}
+
 // 2816 FC1 tasks (11 experts x 256 row tasks) at one token: more than the first round of the
 // 2640 warps (5 CTAs of 4 warps per SM) of a 132-SM H100 or H200, and fewer than two rounds in
 // all. The FC1 tasks past the first round run as splits of K, the last adding the others'
