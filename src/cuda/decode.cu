@@ -217,12 +217,12 @@ class DecodeKernel final : public MoeKernel {
     };
     const LaunchShape base{smem_max, per_sm(smem_max)};
     const int64_t sms = prop.multiProcessorCount, n1t = dims_.n1_tasks, n2t = dims_.n2_tasks;
-    const int64_t ncol = (dims_.H + kCombineCols - 1) / kCombineCols;
     shape_.assign(static_cast<size_t>(P / k), base);
     for (int64_t t = 1; t <= P / k; ++t) {
       const int64_t pairs = t * k, tiles = std::min<int64_t>(pairs, E + pairs / 8);  // token tiles, at most
       const int64_t front = (spec_.mode == Mode::W4A4 ? pairs : 0) + tiles * n1t;   // Q and FC1 tasks
-      const int64_t total = front + tiles * n2t + t * ncol;
+      const int64_t ccols = t <= kCombineNarrowTokens ? kCombineColsNarrow : kCombineCols;
+      const int64_t total = front + tiles * n2t + t * ((dims_.H + ccols - 1) / ccols);
       if (front <= base.ctas_per_sm * sms * kDecodeWarps) continue;
       const size_t smem = decode_smem_bytes(static_cast<int>(pairs), E);
       const int n = per_sm(smem);

@@ -33,12 +33,6 @@ __device__ __forceinline__ unsigned long long trace_now() {
 namespace {
 
 
-// Pairs whose z rows a combine task loads at once (one round trip for top-k <= 8). Measured on
-// an H200 (one lease, two runs each, every batch on the grid its routing table allows), 128
-// outputs x 8 pairs against 256 x 4: 0.2-1.0 us faster at 1..4 tokens (nemotron at 1 28.5 ->
-// 27.9, gpt-oss-120b at 1 37.8 -> 36.9), gpt-oss-120b at 16 tokens 200.6 -> 193.0, deepseek-v3 at
-// 2 109.5 -> 106.9, within +-0.6% elsewhere.
-constexpr int kCombinePairs = 8;
 
 // The dequantized MMA operand is the weight times 2^-63 (see dequant_word).
 constexpr float kWeightShift = 9223372036854775808.0f;  // 2^63
@@ -307,6 +301,64 @@ __device__ __forceinline__ int token_tiles(int cnt) { return (cnt + 7) / 8; }
 
 __device__ __forceinline__ float silu(float g) { return __fdiv_rn(g, __fadd_rn(1.0f, expf(-g))); }
 
+// One combine task: outputs [cc * kCols, (cc + 1) * kCols) of token t, out = bf16(sum over j in
+// order of w[t, j] * z[slot(t, j)]), the z rows of kPairs pairs loaded at once.
+template <int kCols, int kPairs>
+__device__ __forceinline__ void combine_task(const DecodeParams& p, const Routing& R, const unsigned* fc2_done, int t,
+                                             int cc, int lane, unsigned long long& t_ready) {
+  (void)t_ready;  // stamped in the profiling build only
+  constexpr int L = kCols / 32, NV = L / 4;  // outputs per lane, in float4s
+  const int col = cc * kCols + lane * L;
+  float acc[L];
+#pragma unroll
+  for (int i = 0; i < L; ++i) acc[i] = 0.0f;
+  {
+    // lane j waits for pair j's expert (top-k <= 32): all k waits at once
+    const int slot = lane < p.k ? R.slot_of_pair[t * p.k + lane] : -1;  // -1: invalid id, skipped
+    const int ej = slot >= 0 ? R.exp_of_slot[slot] : 0;
+    wait_counts(slot >= 0 ? &fc2_done[ej] : nullptr, static_cast<unsigned>(p.n2_tasks * token_tiles(R.count[ej])));
+  }
+  FP4MOE_TRACE(t_ready = trace_now();)
+  // z rows kPairs pairs at a time (their loads in flight together), added in pair order
+  for (int j0 = 0; j0 < p.k; j0 += kPairs) {
+    float4 zv[kPairs][NV];
+    float wt[kPairs];
+#pragma unroll
+    for (int u = 0; u < kPairs; ++u) {
+      const int j = j0 + u;
+      const int slot = j < p.k ? R.slot_of_pair[t * p.k + j] : -1;
+      wt[u] = 0.0f;
+#pragma unroll
+      for (int v = 0; v < NV; ++v) zv[u][v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (slot >= 0 && col < p.H) {
+        wt[u] = p.wts[t * p.k + j];
+        const float4* zr = reinterpret_cast<const float4*>(p.z + static_cast<long long>(slot) * p.H + col);
+#pragma unroll
+        for (int v = 0; v < NV; ++v) zv[u][v] = zr[v];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kPairs; ++u) {
+      const int j = j0 + u;
+      if (j >= p.k || R.slot_of_pair[t * p.k + j] < 0) continue;
+#pragma unroll
+      for (int v = 0; v < NV; ++v) {
+        const float z4[4] = {zv[u][v].x, zv[u][v].y, zv[u][v].z, zv[u][v].w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[4 * v + i] = __fadd_rn(acc[4 * v + i], __fmul_rn(wt[u], z4[i]));
+      }
+    }
+  }
+  if (col < p.H) {
+    __nv_bfloat162 o[L / 2];
+#pragma unroll
+    for (int i = 0; i < L / 2; ++i) o[i] = __floats2bfloat162_rn(acc[2 * i], acc[2 * i + 1]);
+    __nv_bfloat16* dst = p.out + static_cast<long long>(t) * p.H + col;
+    if constexpr (L == 8) *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(o);
+    else *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(o);
+  }
+}
+
 }  // namespace
 
 __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_decode_kernel(DecodeParams p) {
@@ -469,7 +521,14 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   unsigned* fc2_done = set + 2 * E;
   const int nq = p.w4a4 ? nvalid : 0;
   const int n1 = ntile * p.n1_tasks, n2 = ntile * p.n2_tasks;
-  const int ncol = (p.H + kCombineCols - 1) / kCombineCols;
+  // Combine tasks: 128 outputs, 8 pairs' z rows at once, up to kCombineNarrowTokens tokens; 256
+  // outputs, 4 pairs at once, above. Measured on an H200 (one lease, two runs each), 128 x 8
+  // against 256 x 4: 0.2-1.0 us faster at 1..4 tokens (nemotron at 1 28.5 -> 27.9 us,
+  // gpt-oss-120b at 1 37.8 -> 36.9), within +-0.5% at 16, slower at 64 (qwen3-30b-a3b 105.2 ->
+  // 107.0: twice the tasks, each waiting for its experts).
+  const bool narrow = p.T <= kCombineNarrowTokens;
+  const int ccols = narrow ? kCombineColsNarrow : kCombineCols;
+  const int ncol = (p.H + ccols - 1) / ccols;
   const int round = gridDim.x * kDecodeWarps;
   const int rest = n2 + p.T * ncol;  // FC2 and combine tasks
   // A two-round batch whose Q and FC1 tasks overflow the first round: the FC1 tasks past it start
@@ -748,56 +807,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     } else {
       // ---- combine: out[t] = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
       const int idx = task - nq - n1s - n2, t = idx / ncol, cc = idx % ncol;
-      constexpr int L = kCombineCols / 32, NV = L / 4;  // outputs per lane, in float4s
-      const int col = cc * kCombineCols + lane * L;
-      float acc[L];
-#pragma unroll
-      for (int i = 0; i < L; ++i) acc[i] = 0.0f;
-      {
-        // lane j waits for pair j's expert (top-k <= 32): all k waits at once
-        const int slot = lane < p.k ? R.slot_of_pair[t * p.k + lane] : -1;  // -1: invalid id, skipped
-        const int ej = slot >= 0 ? R.exp_of_slot[slot] : 0;
-        wait_counts(slot >= 0 ? &fc2_done[ej] : nullptr, static_cast<unsigned>(p.n2_tasks * token_tiles(R.count[ej])));
-      }
-      FP4MOE_TRACE(t_ready = trace_now();)
-      // z rows kCombinePairs pairs at a time (their loads in flight together), added in pair order
-      for (int j0 = 0; j0 < p.k; j0 += kCombinePairs) {
-        float4 zv[kCombinePairs][NV];
-        float wt[kCombinePairs];
-#pragma unroll
-        for (int u = 0; u < kCombinePairs; ++u) {
-          const int j = j0 + u;
-          const int slot = j < p.k ? R.slot_of_pair[t * p.k + j] : -1;
-          wt[u] = 0.0f;
-#pragma unroll
-          for (int v = 0; v < NV; ++v) zv[u][v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-          if (slot >= 0 && col < p.H) {
-            wt[u] = p.wts[t * p.k + j];
-            const float4* zr = reinterpret_cast<const float4*>(p.z + static_cast<long long>(slot) * p.H + col);
-#pragma unroll
-            for (int v = 0; v < NV; ++v) zv[u][v] = zr[v];
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kCombinePairs; ++u) {
-          const int j = j0 + u;
-          if (j >= p.k || R.slot_of_pair[t * p.k + j] < 0) continue;
-#pragma unroll
-          for (int v = 0; v < NV; ++v) {
-            const float z4[4] = {zv[u][v].x, zv[u][v].y, zv[u][v].z, zv[u][v].w};
-#pragma unroll
-            for (int i = 0; i < 4; ++i) acc[4 * v + i] = __fadd_rn(acc[4 * v + i], __fmul_rn(wt[u], z4[i]));
-          }
-        }
-      }
-      if (col < p.H) {
-        __nv_bfloat162 o[L / 2];
-#pragma unroll
-        for (int i = 0; i < L / 2; ++i) o[i] = __floats2bfloat162_rn(acc[2 * i], acc[2 * i + 1]);
-        __nv_bfloat16* dst = p.out + static_cast<long long>(t) * p.H + col;
-        if constexpr (L == 8) *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(o);
-        else *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(o);
-      }
+      if (narrow) combine_task<kCombineColsNarrow, 8>(p, R, fc2_done, t, cc, lane, t_ready);
+      else combine_task<kCombineCols, 4>(p, R, fc2_done, t, cc, lane, t_ready);
     }
     FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) {
       const int kind = task < nq ? 0 : task < nq + n1s ? 1 : task < nq + n1s + n2 ? 2 : 3;

@@ -11,7 +11,7 @@
 //       the FC1 tasks that overflow the first round of a two-round batch: up to 4 warps each,
 //       over ranges of K, the last adding the others' partial sums in a fixed order;
 //   FC2 one warp per (expert, token tile, 32 output rows): z = W2 h, complete sums, fp32;
-//   combine one warp per (token, 128 outputs): out = bf16(sum_j w_j z_j), j in order.
+//   combine one warp per (token, 256 outputs; 128 up to 4 tokens): out = bf16(sum_j w_j z_j), j in order.
 // Dependencies between phases are per-expert completion counters (integers, so their order does
 // not matter); warps take tasks in increasing order (a static first round, then an atomic
 // counter; all static when there are at most two rounds; with one round, with two whose first
@@ -67,9 +67,9 @@ struct DecodeParams {
 };
 
 inline constexpr int kDecodeWarps = 4;    // warps per CTA
-// Outputs per combine task: 4 per lane, so the z rows of 8 pairs (kCombinePairs) fit in
-// registers at once.
-inline constexpr int kCombineCols = 128;
+// Outputs per combine task (8 per lane), and (4 per lane, so that 8 pairs' z rows fit in
+// registers at once) for batches of up to kCombineNarrowTokens tokens.
+inline constexpr int kCombineCols = 256, kCombineColsNarrow = 128, kCombineNarrowTokens = 4;
 inline constexpr int kMaxFc1Splits = 4;   // K splits of an FC1 task past the first round, at most
 inline constexpr int kDecodeMaxTiers = 32;  // CTAs per SM, at most (the hardware's limit)
 
