@@ -195,9 +195,10 @@ class DecodeKernel final : public MoeKernel {
   // side by side (see the kernel). Counted at their most: every pair its own expert.
   // Measured on an H200 (one lease, two runs each): gpt-oss-120b at 4 tokens 74.7 -> 70.0 us with
   // 5 CTAs per SM instead of 4; giving 5 CTAs to every batch that fits them was slower elsewhere,
-  // e.g. qwen3-30b-a3b at 16 tokens 74.8 -> 82.3, nemotron at 8 79.8 -> 82.5 (the CTAs' shared
-  // memory then leaves the SM less L1: capping those at 4 CTAs by giving each more shared memory
-  // was slower still than the 4 CTAs of max_tokens' table, 58.7 against 56.2 us at qwen3's 8).
+  // e.g. qwen3-30b-a3b at 16 tokens 74.8 -> 82.3, nemotron at 8 79.8 -> 82.5 (a likely reason,
+  // not established: the CTAs' shared memory leaves the SM less L1 - capping those at 4 CTAs by
+  // giving each more shared memory was slower still than the 4 CTAs of max_tokens' table, 58.7
+  // against 56.2 us at qwen3's 8).
   void setup(int P, const cudaDeviceProp& prop) {
     const void* fn = fused_decode_kernel_ptr();
     const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
