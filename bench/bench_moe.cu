@@ -249,12 +249,19 @@ int main(int argc, char** argv) {
   const auto Ms = parse_list(opt["--tokens"].empty() ? (prefill ? "256,1024,4096,16384" : "1,2,4,8,16,32,64")
                                                      : opt["--tokens"]);
   // the backend's max_tokens (what an engine sizes it for): by default the largest M measured
-  const int64_t max_tokens = opt["--max-tokens"].empty() ? *std::max_element(Ms.begin(), Ms.end())
-                                                         : std::stoll(opt["--max-tokens"]);
-  if (max_tokens < *std::max_element(Ms.begin(), Ms.end())) {
-    std::fprintf(stderr, "--max-tokens: expected at least the largest M measured, got %lld\n",
-                 static_cast<long long>(max_tokens));
-    return 2;
+  int64_t max_tokens = *std::max_element(Ms.begin(), Ms.end());
+  if (!opt["--max-tokens"].empty()) {
+    const std::string& v = opt["--max-tokens"];
+    size_t used = 0;
+    try {
+      max_tokens = std::stoll(v, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used == 0 || used != v.size() || max_tokens < *std::max_element(Ms.begin(), Ms.end())) {
+      std::fprintf(stderr, "--max-tokens: expected an integer, at least the largest M measured, got %s\n", v.c_str());
+      return 2;
+    }
   }
   const Mode mode = parse_mode(opt["--mode"]);
   const int reps = std::stoi(opt["--reps"]);

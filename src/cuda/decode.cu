@@ -2,6 +2,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "cuda/backend_api.hpp"
@@ -208,7 +210,7 @@ class DecodeKernel final : public MoeKernel {
     const size_t smem_max = decode_smem_bytes(P, E);
     FP4MOE_CHECK_ARG(smem_max <= smem_limit, "experts/max_tokens",
                      detail::concat("a routing table within ", smem_limit, " bytes of shared memory"), smem_max);
-    FP4MOE_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_max)));
+    raise_dynamic_smem_limit(fn, device_, smem_max);
     auto per_sm = [&](size_t smem) {
       int n = 0;
       FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, kDecodeWarps * 32, smem));
@@ -234,6 +236,18 @@ class DecodeKernel final : public MoeKernel {
     for (const LaunchShape& ls : shape_) max_grid_ = std::max<int>(max_grid_, ls.ctas_per_sm * static_cast<int>(sms));
     sms_ = static_cast<int>(sms);
     sm_ids_ = sm_id_bound();
+  }
+
+  // The kernel's dynamic shared memory limit is one per process and device: only ever raised, so
+  // that an object built later with a smaller routing table leaves an earlier one's launches valid.
+  static void raise_dynamic_smem_limit(const void* fn, int device, size_t smem) {
+    static std::mutex m;
+    static std::map<int, size_t> limit;
+    std::lock_guard<std::mutex> lock(m);
+    size_t& cur = limit[device];
+    if (smem <= cur) return;
+    FP4MOE_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    cur = smem;
   }
 
   // %nsmid of the current device (the kernel counts CTA arrivals per SM id)

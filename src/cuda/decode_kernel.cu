@@ -377,10 +377,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   const bool sm_ids_dense = static_cast<unsigned>(p.sm_ids) == sms;
   unsigned start_tier = 0, start_sm = 0, epoch = 0, arrival = 0;
   if (threadIdx.x == 0) {
-    if (sm_ids_dense) {
-      // every SM holds exactly ctas_per_sm CTAs (see DecodeParams): the count wraps to zero at the last
+    if (sm_ids_dense) {  // cleared for the next launch by the grid's last CTA to arrive (below)
       start_sm = sm_id();
-      start_tier = atomicInc(&p.counters[3 + start_sm], static_cast<unsigned>(p.ctas_per_sm - 1));
+      start_tier = atomicAdd(&p.counters[3 + start_sm], 1u);
     }
     // The launch's counter set, and this CTA's arrival: the arrival (a release) is ordered after
     // the epoch read, so when the grid's last CTA arrives every CTA has read the epoch, and that
@@ -508,6 +507,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     }
   }
   if (threadIdx.x == 0) {
+    if (start_tier >= static_cast<unsigned>(p.ctas_per_sm)) __trap();  // more CTAs on an SM than the grid allows
     s_start_cta = static_cast<int>(start_tier * sms + start_sm);
     s_epoch = epoch;
   }
@@ -539,8 +539,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // ones) adds them in split order to its own, so the sum does not depend on which finishes
   // first, and does the epilogue. (Measured on an H200, gpt-oss-120b at 4 tokens - 2700 FC1 tasks,
   // 2640 warps, i.e. 5 CTAs per SM, which max_tokens <= 16 leaves room for: halves 78.5 -> 75.7
-  // us, up to four splits with the order below 69.7. With max_tokens = 64 the grid is 2112 warps
-  // and the 588 tasks past the first round do not fit as splits.)
+  // us, up to four splits with the order below 69.7. With the 2112 warps of 4 CTAs per SM the 588
+  // tasks past the first round do not fit as splits: such a batch gets the larger grid its
+  // routing table allows - see DecodeKernel::setup in decode.cu.)
   int ov = 0, nsplit = 1, cps = p.chunks1;
   if (nq + n1 > round) {
     for (int s = kMaxFc1Splits; s >= 2; --s) {
@@ -826,6 +827,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   if (warp == 0 && __shfl_sync(0xffffffffu, arrival, 0) == gridDim.x - 1) {
     unsigned* const next = p.counters + 3 + p.sm_ids + (s_epoch ^ 1u) * set_words;
     for (int i = lane; i < set_words; i += 32) next[i] = 0;
+    // the CTA arrivals per SM: every CTA's increment came before its arrival (a release)
+    for (int i = lane; i < p.sm_ids; i += 32) p.counters[3 + i] = 0;
     if (lane == 0) {
       __threadfence();  // after every CTA's arrival, hence after its epoch read
       p.counters[0] = s_epoch ^ 1u;

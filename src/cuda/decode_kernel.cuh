@@ -19,8 +19,7 @@
 // and only ever wait on tasks with a smaller index, and the cooperative launch guarantees every
 // warp is resident, so the waits cannot deadlock. No floating-point atomics: the result is
 // bitwise reproducible. The counters need no memset between launches (or graph replays): a launch
-// uses one of two sets and clears the other for the next (see DecodeParams::counters), and the
-// arrival counters wrap to zero by themselves. Weights and activations reach shared memory by
+// uses one of two sets and clears the other for the next (see DecodeParams::counters). Weights and activations reach shared memory by
 // cp.async through L1 (see decode_kernel.cu for what that was measured to gain and why it is safe
 // for h and xq).
 #pragma once
@@ -51,7 +50,7 @@ struct DecodeParams {
   //   (an increment that wraps to zero at the grid's last CTA, which then flips the epoch and
   //   clears the other set for the next launch); [2] pairs with an expert id outside [0, E)
   //   (cumulative, read and cleared by the host); [3, 3 + sm_ids) CTA arrivals at launch per SM
-  //   id (wrapping at ctas_per_sm); then two sets of decode_counter_set() words - q_done[E],
+  //   id (cleared by that last CTA too); then two sets of decode_counter_set() words - q_done[E],
   //   fc1_done[E], fc2_done[E], task claims, CTA arrivals after the prologue per SM id [sm_ids]
   //   and per tier [kDecodeMaxTiers].
   unsigned* counters;
