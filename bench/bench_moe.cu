@@ -289,13 +289,12 @@ int main(int argc, char** argv) {
     const Preset& pr = find_preset(name);
     MoeSpec spec = pr.spec(mode);
     const int64_t H = spec.hidden, I = spec.inter, N1 = spec.n1(), E = spec.experts, k = spec.topk;
-    const int64_t maxM = max_tokens;
     const auto t0 = std::chrono::steady_clock::now();
     NvFp4Layer L = random_nvfp4_layer(spec, seed);
     if (mode == Mode::W4A4) set_input_scales(L, 4.0f, 4.0f);
     std::unique_ptr<cuda::MoeKernel> kern = prefill
-        ? cuda::make_prefill_kernel(spec, L.view(), cuda::WeightsOn::Host, maxM, 0)
-        : cuda::make_decode_kernel(spec, L.view(), cuda::WeightsOn::Host, maxM, 0);
+        ? cuda::make_prefill_kernel(spec, L.view(), cuda::WeightsOn::Host, max_tokens, 0)
+        : cuda::make_decode_kernel(spec, L.view(), cuda::WeightsOn::Host, max_tokens, 0);
     const size_t expert_bytes = L.expert_bytes();
     L = NvFp4Layer{};  // host copy no longer needed
     // bf16 baseline weights: every expert, device resident

@@ -41,6 +41,26 @@ std::unique_ptr<MoeKernel> make_decode_kernel(const MoeSpec& spec, const MoeWeig
                                               int64_t max_tokens, int device);
 inline constexpr int64_t kDecodeMaxTokens = 64;
 
+// The decode kernel's CTA shape, here (no CUDA) so that selection sizes its shared memory with
+// the same function the backend uses.
+inline constexpr int kDecodeWarps = 4;  // warps per CTA
+// Chunks (weights and activations) in flight per warp. (Measured on an H200: 8 was slower at
+// most batch sizes, by 3-15% and, with the L1 copies, by 4-24%; so was an additional L2
+// prefetch 8 or 16 chunks ahead of the ring, by 5-15%.)
+inline constexpr int kDecodeDepth = 4;
+// 512-byte staging pieces per warp: weights D x 2 tiles, scales 2 groups x 2 tiles,
+// activations D x 2 halves.
+inline constexpr int kDecodeStagingPieces = kDecodeDepth * 2 + 4 + kDecodeDepth * 2;
+
+// Dynamic shared memory of one CTA for P = T * k pairs and E experts.
+inline size_t decode_smem_bytes(int P, int E) {
+  const size_t staging = static_cast<size_t>(kDecodeWarps) * kDecodeStagingPieces * 512;
+  // per pair 4 shorts; per expert a token mask and 4 ints; the scan's warp sums; 4 scalars
+  const size_t routing = static_cast<size_t>(P) * (2 + 2 + 2 + 2) + static_cast<size_t>(E) * (8 + 4 * 4) +
+                         kDecodeWarps * 8 + 16;
+  return staging + ((routing + 15) / 16) * 16;
+}
+
 // The prefill backend (hundreds to tens of thousands of tokens): routed pairs grouped by
 // expert on the GPU, FC1 and FC2 as grouped GEMMs over all experts with the NVFP4 weights
 // dequantized exactly to bf16 in the kernel, fixed-order combine. Workspace is sized from

@@ -33,7 +33,6 @@ __device__ __forceinline__ unsigned long long trace_now() {
 namespace {
 
 
-
 // The dequantized MMA operand is the weight times 2^-63 (see dequant_word).
 constexpr float kWeightShift = 9223372036854775808.0f;  // 2^63
 

@@ -29,6 +29,8 @@
 
 #include <cstdint>
 
+#include "cuda/backend_api.hpp"  // kDecodeWarps, kDecodeDepth, decode_smem_bytes()
+
 namespace fp4moe::cuda {
 
 struct DecodeParams {
@@ -65,7 +67,6 @@ struct DecodeParams {
   int ctas_per_sm;  // the grid is ctas_per_sm CTAs on each SM, all resident (cooperative launch)
 };
 
-inline constexpr int kDecodeWarps = 4;    // warps per CTA
 // Outputs per combine task (8 per lane), and (4 per lane, so that 8 pairs' z rows fit in
 // registers at once) for batches of up to kCombineNarrowTokens tokens.
 inline constexpr int kCombineCols = 256, kCombineColsNarrow = 128, kCombineNarrowTokens = 4;
@@ -79,24 +80,9 @@ __host__ __device__ inline int decode_counter_set(int E, int sm_ids) { return 3 
 // expert with more tokens gives more tasks. (Measured on an H200: tiles of 16 or 32 tokens
 // cost occupancy and were 1.3-1.6x slower at 16..64 tokens with random routing, where most
 // experts get a handful of tokens.)
-// Chunks (weights and activations) in flight per warp. (Measured on an H200: 8 was slower at
-// most batch sizes, by 3-15% and, with the L1 copies, by 4-24%; so was an additional L2
-// prefetch 8 or 16 chunks ahead of the ring, by 5-15%.)
-inline constexpr int kDecodeDepth = 4;
-// CTAs per SM the register allocation must allow (4 warps each).
-inline constexpr int kDecodeMinBlocks = 4;
-// 512-byte staging pieces per warp: weights D x 2 tiles, scales 2 groups x 2 tiles,
-// activations D x 2 halves.
-inline constexpr int kDecodeStagingPieces = kDecodeDepth * 2 + 4 + kDecodeDepth * 2;
 
-// Dynamic shared memory of one CTA for P = T * k pairs and E experts.
-inline size_t decode_smem_bytes(int P, int E) {
-  const size_t staging = static_cast<size_t>(kDecodeWarps) * kDecodeStagingPieces * 512;
-  // per pair 4 shorts; per expert a token mask and 4 ints; the scan's warp sums; 4 scalars
-  const size_t routing = static_cast<size_t>(P) * (2 + 2 + 2 + 2) + static_cast<size_t>(E) * (8 + 4 * 4) +
-                         kDecodeWarps * 8 + 16;
-  return staging + ((routing + 15) / 16) * 16;
-}
+// CTAs per SM the register allocation must allow (kDecodeWarps warps each).
+inline constexpr int kDecodeMinBlocks = 4;
 
 // The kernel, as a pointer for cudaLaunchKernelExC (its definition stays inside decode_kernel.cu).
 const void* fused_decode_kernel_ptr();
