@@ -51,6 +51,7 @@ std::vector<float> per_expert_or_one(const TensorView& t, WeightsOn where, int64
 struct LaunchShape {
   size_t smem;
   int ctas_per_sm;
+  bool fc1_first_round;  // every FC1 task (counted at its most) fits the grid's first round
 };
 
 class DecodeKernel final : public MoeKernel {
@@ -176,6 +177,7 @@ class DecodeKernel final : public MoeKernel {
     p.sm_ids = sm_ids_;
     const LaunchShape& ls = shape_[static_cast<size_t>(T - 1)];
     p.ctas_per_sm = ls.ctas_per_sm;
+    p.pf_chunks = ls.fc1_first_round ? kDecodeDepth : 0;
     p.part = ws_part_;
     p.split_ctr = split_ctr_;
     launch(p, ls, static_cast<cudaStream_t>(stream));
@@ -218,7 +220,7 @@ class DecodeKernel final : public MoeKernel {
       FP4MOE_CHECK_ARG(n <= kDecodeMaxTiers, "device", detail::concat("at most ", kDecodeMaxTiers, " CTAs per SM"), n);
       return n;
     };
-    const LaunchShape base{smem_max, per_sm(smem_max)};
+    const LaunchShape base{smem_max, per_sm(smem_max), false};
     const int64_t sms = prop.multiProcessorCount, n1t = dims_.n1_tasks, n2t = dims_.n2_tasks;
     shape_.assign(static_cast<size_t>(P / k), base);
     for (int64_t t = 1; t <= P / k; ++t) {
@@ -226,10 +228,13 @@ class DecodeKernel final : public MoeKernel {
       const int64_t front = (spec_.mode == Mode::W4A4 ? pairs : 0) + tiles * n1t;   // Q and FC1 tasks
       const int64_t ccols = t <= kCombineNarrowTokens ? kCombineColsNarrow : kCombineCols;
       const int64_t total = front + tiles * n2t + t * ((dims_.H + ccols - 1) / ccols);
-      if (front <= base.ctas_per_sm * sms * kDecodeWarps) continue;
-      const size_t smem = decode_smem_bytes(static_cast<int>(pairs), E);
-      const int n = per_sm(smem);
-      if (n > base.ctas_per_sm && total <= 2 * n * sms * kDecodeWarps) shape_[static_cast<size_t>(t - 1)] = {smem, n};
+      LaunchShape& ls = shape_[static_cast<size_t>(t - 1)];
+      if (front > base.ctas_per_sm * sms * kDecodeWarps) {
+        const size_t smem = decode_smem_bytes(static_cast<int>(pairs), E);
+        const int n = per_sm(smem);
+        if (n > base.ctas_per_sm && total <= 2 * n * sms * kDecodeWarps) ls = {smem, n, false};
+      }
+      ls.fc1_first_round = tiles * n1t <= ls.ctas_per_sm * sms * kDecodeWarps;
     }
     fn_ = fn;
     max_grid_ = 0;
