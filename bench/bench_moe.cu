@@ -8,9 +8,10 @@
 // Timing: CUDA events around CUDA-graph replays, median of --reps. Each replay holds N
 // launches (--launches, rounded up to a multiple of C) that go round C copies of the layer's
 // weights, C chosen so that the C - 1 other copies' touched weights (k experts each at least)
-// are more than twice L2: every launch reads its weights from HBM, as the layers of a model's
+// are at least twice L2: every launch reads its weights from HBM, as the layers of a model's
 // decode graph do; the time per launch is the replay's / N, so one replay's fixed cost (the
-// events, the graph's launch, ~4 us on an H200) is not counted N times. The fp4moe kernel is
+// events, the graph's launch: 2.5-4.5 us on an H200) is not counted N times. Where the GPU's
+// memory holds fewer copies, that side is timed one launch per replay, after an L2 flush. The fp4moe kernel is
 // also timed alone - one launch per replay, L2 flushed (a 4x-L2 read) before each - and that
 // time is reported beside it (`fp4moe_single_us`). The baseline: the same routing grouped per expert on the host,
 // a gather, one cuBLAS bf16 GEMM per touched expert (fp32 accumulation) for FC1, the
@@ -308,25 +309,45 @@ int main(int argc, char** argv) {
     const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
     const size_t expert_bytes = L.expert_bytes();
     const size_t expert_bf16 = static_cast<size_t>(N1 * H + H * I) * 2;
-    const int copies = 1 + static_cast<int>((2 * l2 + k * expert_bytes - 1) / (k * expert_bytes));
-    const int copies_bf16 = 1 + static_cast<int>((2 * l2 + k * expert_bf16 - 1) / (k * expert_bf16));
+    const int want = 1 + static_cast<int>((2 * l2 + k * expert_bytes - 1) / (k * expert_bytes));
+    const int want_bf16 = 1 + static_cast<int>((2 * l2 + k * expert_bf16 - 1) / (k * expert_bf16));
+    // as many of them as the GPU's memory holds, leaving 1 GB and one bf16 copy's room
+    const size_t bf16_copy = static_cast<size_t>(E) * expert_bf16, reserve = size_t(1) << 30;
+    auto free_bytes = [] {
+      size_t f = 0, t = 0;
+      CK(cudaMemGetInfo(&f, &t));
+      return f;
+    };
     std::vector<std::unique_ptr<cuda::MoeKernel>> kern;
-    for (int c = 0; c < copies; ++c)
+    auto make = [&] {
       kern.push_back(prefill ? cuda::make_prefill_kernel(spec, L.view(), cuda::WeightsOn::Host, max_tokens, 0)
                              : cuda::make_decode_kernel(spec, L.view(), cuda::WeightsOn::Host, max_tokens, 0));
+    };
+    make();
+    const size_t fp4_copy = kern[0]->weight_bytes() + kern[0]->workspace_bytes();
+    while (static_cast<int>(kern.size()) < want && free_bytes() > fp4_copy + bf16_copy + reserve) make();
     L = NvFp4Layer{};  // host copy no longer needed
-    // bf16 baseline weights: every expert, device resident, copies_bf16 copies
-    std::vector<__nv_bfloat16*> W1(static_cast<size_t>(copies_bf16)), W2(static_cast<size_t>(copies_bf16));
-    for (int c = 0; c < copies_bf16; ++c) {
-      CK(cudaMalloc(&W1[static_cast<size_t>(c)], size_t(E) * N1 * H * 2));
-      CK(cudaMalloc(&W2[static_cast<size_t>(c)], size_t(E) * H * I * 2));
-      fill_bf16<<<4096, 256, 0, tm.st>>>(W1[static_cast<size_t>(c)], size_t(E) * N1 * H, 11 + 2 * c, 0.05f);
-      fill_bf16<<<4096, 256, 0, tm.st>>>(W2[static_cast<size_t>(c)], size_t(E) * H * I, 12 + 2 * c, 0.05f);
+    // bf16 baseline weights: every expert, device resident
+    std::vector<__nv_bfloat16*> W1, W2;
+    while (static_cast<int>(W1.size()) < want_bf16 && (W1.empty() || free_bytes() > bf16_copy + reserve)) {
+      const int c = static_cast<int>(W1.size());
+      W1.push_back(nullptr), W2.push_back(nullptr);
+      CK(cudaMalloc(&W1.back(), size_t(E) * N1 * H * 2));
+      CK(cudaMalloc(&W2.back(), size_t(E) * H * I * 2));
+      fill_bf16<<<4096, 256, 0, tm.st>>>(W1.back(), size_t(E) * N1 * H, 11 + 2 * c, 0.05f);
+      fill_bf16<<<4096, 256, 0, tm.st>>>(W2.back(), size_t(E) * H * I, 12 + 2 * c, 0.05f);
     }
     CK(cudaStreamSynchronize(tm.st));
-    // launches per timed replay: a multiple of the copies
-    const int n_fp4 = copies * ((launches_min + copies - 1) / copies);
-    const int n_bf16 = copies_bf16 * ((launches_min + copies_bf16 - 1) / copies_bf16);
+    const int copies = static_cast<int>(kern.size()), copies_bf16 = static_cast<int>(W1.size());
+    // launches per timed replay: a multiple of the copies; or, without enough copies, one launch
+    // per replay after an L2 flush
+    const bool rotate = copies == want, rotate_bf16 = copies_bf16 == want_bf16;
+    const int n_fp4 = rotate ? copies * ((launches_min + copies - 1) / copies) : 1;
+    const int n_bf16 = rotate_bf16 ? copies_bf16 * ((launches_min + copies_bf16 - 1) / copies_bf16) : 1;
+    if (!rotate || !rotate_bf16)
+      std::fprintf(stderr, "  %s: memory for %d of %d fp4 and %d of %d bf16 weight copies: %s timed one launch per replay, after an L2 flush\n",
+                   name.c_str(), copies, want, copies_bf16, want_bf16,
+                   !rotate && !rotate_bf16 ? "both" : !rotate ? "fp4moe" : "the cuBLAS baseline");
     std::fprintf(stderr, "  %s: prepared in %.1f s (%d copies, %d launches per replay; bf16: %d, %d)\n", name.c_str(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), copies, n_fp4, copies_bf16,
                  n_bf16);
@@ -374,13 +395,18 @@ int main(int argc, char** argv) {
       CK(cudaMemcpy(dtok, tok_of_slot.data(), size_t(P) * 4, cudaMemcpyHostToDevice));
       CK(cudaMemcpy(dslot, slot_of_pair.data(), size_t(P) * 4, cudaMemcpyHostToDevice));
 
-      auto g_fp4 = capture(tm.st, [&] {
-        for (int j = 0; j < n_fp4; ++j) kern[static_cast<size_t>(j % copies)]->forward(dx, dids, dw, M, dout, tm.st);
-      });
-      const double fp4_us = tm.time_graph(g_fp4, reps, false) / n_fp4;
-      CK(cudaGraphExecDestroy(g_fp4));
+      double fp4_us = 0;
+      cudaGraphExec_t g_fp4;
+      if (rotate) {
+        g_fp4 = capture(tm.st, [&] {
+          for (int j = 0; j < n_fp4; ++j) kern[static_cast<size_t>(j % copies)]->forward(dx, dids, dw, M, dout, tm.st);
+        });
+        fp4_us = tm.time_graph(g_fp4, reps, false) / n_fp4;
+        CK(cudaGraphExecDestroy(g_fp4));
+      }
       g_fp4 = capture(tm.st, [&] { kern[0]->forward(dx, dids, dw, M, dout, tm.st); });
       const double single_us = tm.time_graph(g_fp4, reps);
+      if (!rotate) fp4_us = single_us;
 #ifdef FP4MOE_DECODE_TRACE
       if (!prefill) {  // the timeline of one more replay, after an L2 flush
         cuda::decode_trace_reset();
@@ -421,7 +447,7 @@ int main(int argc, char** argv) {
       auto g_base = capture(tm.st, [&] {
         for (int j = 0; j < n_bf16; ++j) base_launch(j % copies_bf16);
       });
-      const double base_us = tm.time_graph(g_base, reps, false) / n_bf16;
+      const double base_us = tm.time_graph(g_base, reps, !rotate_bf16) / n_bf16;
       CK(cudaGraphExecDestroy(g_base));
       CK(cudaGetLastError());
 
@@ -461,7 +487,7 @@ int main(int argc, char** argv) {
       << "\", \"commit\": \"" << opt["--commit"] << "\", \"date\": \"" << date << "\", \"routing\": \"" << opt["--routing"]
       << "\",\n  \"copy_GBps\": " << copy_gbps
       << ", \"cublas_bf16_gemm_tflops\": " << gemm_tf << ", \"reps\": " << reps << ", \"max_tokens\": " << max_tokens
-      << ", \"timing\": \"CUDA events around CUDA-graph replays of N launches on weight copies in turn (each launch's weights from HBM), median / N; fp4moe_single_us: one launch per replay, L2 flushed before each\",\n  \"rows\": [\n"
+      << ", \"timing\": \"CUDA events around CUDA-graph replays of N launches on weight copies in turn (each launch's weights from HBM), median / N; N = launches_per_replay (1: not enough memory for the copies, one launch per replay after an L2 flush); fp4moe_single_us: one launch per replay, L2 flushed before each\",\n  \"rows\": [\n"
       << rows.str() << "\n  ]\n}\n";
     std::printf("\nwrote %s\n", opt["--json"].c_str());
   }

@@ -51,7 +51,7 @@ std::vector<float> per_expert_or_one(const TensorView& t, WeightsOn where, int64
 struct LaunchShape {
   size_t smem;
   int ctas_per_sm;
-  bool fc1_first_round;  // every FC1 task (counted at its most) fits the grid's first round
+  bool fc1_first_round;  // every (Q and) FC1 task, counted at its most, fits the grid's first round
 };
 
 class DecodeKernel final : public MoeKernel {
@@ -177,7 +177,7 @@ class DecodeKernel final : public MoeKernel {
     p.sm_ids = sm_ids_;
     const LaunchShape& ls = shape_[static_cast<size_t>(T - 1)];
     p.ctas_per_sm = ls.ctas_per_sm;
-    p.pf_chunks = ls.fc1_first_round ? kDecodeDepth : 0;
+    p.pf_chunks = ls.fc1_first_round ? std::min<int>(kDecodeDepth, p.chunks1) : 0;
     p.part = ws_part_;
     p.split_ctr = split_ctr_;
     launch(p, ls, static_cast<cudaStream_t>(stream));
@@ -234,7 +234,7 @@ class DecodeKernel final : public MoeKernel {
         const int n = per_sm(smem);
         if (n > base.ctas_per_sm && total <= 2 * n * sms * kDecodeWarps) ls = {smem, n, false};
       }
-      ls.fc1_first_round = tiles * n1t <= ls.ctas_per_sm * sms * kDecodeWarps;
+      ls.fc1_first_round = front <= ls.ctas_per_sm * sms * kDecodeWarps;
     }
     fn_ = fn;
     max_grid_ = 0;

@@ -65,8 +65,8 @@ struct DecodeParams {
   int w4a4, swiglu;
   // FC1 chunks of every routed pair's expert (all its row tasks, and their first scale group) that
   // the grid requests into L2 at its start, while it builds the routing tables: 0 = none. Set
-  // when every FC1 task fits the first round (those chunks are then what the first round's rings
-  // load first).
+  // (to the ring's depth, at most chunks1) when every Q and FC1 task fits the first round: those
+  // chunks are then what the first round's rings load first.
   int pf_chunks;
   int sm_ids;       // %nsmid: every %smid is below it (SM ids need not be contiguous)
   int ctas_per_sm;  // the grid is ctas_per_sm CTAs on each SM, all resident (cooperative launch)
