@@ -2,8 +2,10 @@
 // every task decodes back to the source weight, zero padding included.
 #include <gtest/gtest.h>
 
+#include "cuda/backend_api.hpp"
 #include "cuda/decode_layout.hpp"
 #include "fp4moe/format.hpp"
+#include "fp4moe/presets.hpp"
 #include "fp4moe/synthetic.hpp"
 
 using namespace fp4moe;
@@ -83,4 +85,38 @@ TEST(DecodeLayout, DimsOfRealShapes) {
   EXPECT_EQ(d.n1_tasks, 88);
   EXPECT_EQ(d.chunks2, 22);
   EXPECT_EQ(d.expert2_bytes, (3 + 22) * d.n2_tasks * 2 * 512);
+}
+
+// The per-call launch shape (decode_launch_shapes), with a stand-in for the occupancy query: a
+// routing table smaller than max_tokens' fits one more CTA per SM.
+TEST(DecodeLaunchShapes, LargerGridOnlyWhereFc1OverflowsAndTwoRoundsFit) {
+  const DecodeDims d = decode_dims(find_preset("gpt-oss-120b").spec());  // E 128, top-4, H = I = 2880
+  ASSERT_EQ(d.n1_tasks, 180);
+  ASSERT_EQ(d.n2_tasks, 90);
+  const size_t smem64 = decode_smem_bytes(64 * 4, 128);
+  const auto shapes = decode_launch_shapes(d, false, 64, 132, [&](size_t smem) { return smem < smem64 ? 5 : 4; });
+  ASSERT_EQ(shapes.size(), 64u);
+  // 4 CTAs per SM: 2112 warps. FC1 tasks at their most: 180 per pair. T = 3: 2160 overflow the
+  // first round, and all 3309 tasks fit two rounds of 5 CTAs (2640 warps); T = 4: 2880 + 1440 +
+  // 92 = 4412 fit; T = 5: 3600 + 1800 + 60 = 5460 do not.
+  for (int t = 1; t <= 64; ++t) {
+    const DecodeLaunchShape& s = shapes[static_cast<size_t>(t - 1)];
+    const bool larger = t == 3 || t == 4;
+    EXPECT_EQ(s.ctas_per_sm, larger ? 5 : 4) << "T = " << t;
+    EXPECT_EQ(s.smem, larger ? decode_smem_bytes(t * 4, 128) : smem64) << "T = " << t;
+    EXPECT_EQ(s.fc1_first_round, t <= 3) << "T = " << t;  // 2880 FC1 tasks at T = 4 exceed 2640 warps
+  }
+}
+
+TEST(DecodeLaunchShapes, W4A4CountsTheQuantizationTasksInTheFirstRound) {
+  const DecodeDims d = decode_dims(find_preset("deepseek-v3").spec());  // n1_tasks 128, top-8
+  ASSERT_EQ(d.n1_tasks, 128);
+  auto four = [](size_t) { return 4; };
+  // 128 SMs x 4 CTAs x 4 warps = 2048 warps; T = 2: 16 pairs, 2048 FC1 tasks (+ 16 Q tasks in W4A4)
+  const auto a16 = decode_launch_shapes(d, false, 64, 128, four);
+  const auto a4 = decode_launch_shapes(d, true, 64, 128, four);
+  EXPECT_TRUE(a16[1].fc1_first_round);
+  EXPECT_FALSE(a4[1].fc1_first_round);
+  EXPECT_TRUE(a4[0].fc1_first_round);
+  EXPECT_EQ(a4[1].ctas_per_sm, 4);
 }

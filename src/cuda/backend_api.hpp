@@ -52,6 +52,10 @@ inline constexpr int kDecodeDepth = 4;
 // activations D x 2 halves.
 inline constexpr int kDecodeStagingPieces = kDecodeDepth * 2 + 4 + kDecodeDepth * 2;
 
+// Outputs per combine task (8 per lane), and (4 per lane, so that 8 pairs' z rows fit in
+// registers at once) for batches of up to kCombineNarrowTokens tokens.
+inline constexpr int kCombineCols = 256, kCombineColsNarrow = 128, kCombineNarrowTokens = 4;
+
 // Dynamic shared memory of one CTA for P = T * k pairs and E experts.
 inline size_t decode_smem_bytes(int P, int E) {
   const size_t staging = static_cast<size_t>(kDecodeWarps) * kDecodeStagingPieces * 512;

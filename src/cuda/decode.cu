@@ -47,12 +47,6 @@ std::vector<float> per_expert_or_one(const TensorView& t, WeightsOn where, int64
   return v;
 }
 
-// One token count's launch: the shared memory of each CTA, and the CTAs per SM that allows.
-struct LaunchShape {
-  size_t smem;
-  int ctas_per_sm;
-  bool fc1_first_round;  // every (Q and) FC1 task, counted at its most, fits the grid's first round
-};
 
 class DecodeKernel final : public MoeKernel {
  public:
@@ -175,7 +169,7 @@ class DecodeKernel final : public MoeKernel {
     p.w4a4 = spec_.mode == Mode::W4A4;
     p.swiglu = dims_.swiglu;
     p.sm_ids = sm_ids_;
-    const LaunchShape& ls = shape_[static_cast<size_t>(T - 1)];
+    const DecodeLaunchShape& ls = shape_[static_cast<size_t>(T - 1)];
     p.ctas_per_sm = ls.ctas_per_sm;
     p.pf_chunks = ls.fc1_first_round ? std::min<int>(kDecodeDepth, p.chunks1) : 0;
     p.part = ws_part_;
@@ -191,18 +185,8 @@ class DecodeKernel final : public MoeKernel {
   }
 
  private:
-  // The launch shape of every token count. The grid is every CTA that fits (the kernel's order
-  // relies on each SM holding exactly ctas_per_sm of them), with the shared memory of max_tokens'
-  // routing table - except for a batch whose (Q and) FC1 tasks overflow that grid's first round
-  // while the whole batch fits two rounds of the grid that its own, smaller routing table allows:
-  // that batch takes the larger grid, where the FC1 tasks past the first round run as K splits
-  // side by side (see the kernel). Counted at their most: every pair its own expert.
-  // Measured on an H200 (one lease, two runs each): gpt-oss-120b at 4 tokens 74.7 -> 70.0 us with
-  // 5 CTAs per SM instead of 4; giving 5 CTAs to every batch that fits them was slower elsewhere,
-  // e.g. qwen3-30b-a3b at 16 tokens 74.8 -> 82.3, nemotron at 8 79.8 -> 82.5 (a likely reason,
-  // not established: the CTAs' shared memory leaves the SM less L1 - capping those at 4 CTAs by
-  // giving each more shared memory was slower still than the 4 CTAs of max_tokens' table, 58.7
-  // against 56.2 us at qwen3's 8).
+  // The launch shape of every token count (decode_launch_shapes(): every CTA that fits, with
+  // max_tokens' shared memory, but for batches whose FC1 tasks overflow that grid's first round).
   void setup(int P, const cudaDeviceProp& prop) {
     const void* fn = fused_decode_kernel_ptr();
     const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
@@ -220,26 +204,11 @@ class DecodeKernel final : public MoeKernel {
       FP4MOE_CHECK_ARG(n <= kDecodeMaxTiers, "device", detail::concat("at most ", kDecodeMaxTiers, " CTAs per SM"), n);
       return n;
     };
-    const LaunchShape base{smem_max, per_sm(smem_max), false};
-    const int64_t sms = prop.multiProcessorCount, n1t = dims_.n1_tasks, n2t = dims_.n2_tasks;
-    shape_.assign(static_cast<size_t>(P / k), base);
-    for (int64_t t = 1; t <= P / k; ++t) {
-      const int64_t pairs = t * k, tiles = std::min<int64_t>(pairs, E + pairs / 8);  // token tiles, at most
-      const int64_t front = (spec_.mode == Mode::W4A4 ? pairs : 0) + tiles * n1t;   // Q and FC1 tasks
-      const int64_t ccols = t <= kCombineNarrowTokens ? kCombineColsNarrow : kCombineCols;
-      const int64_t total = front + tiles * n2t + t * ((dims_.H + ccols - 1) / ccols);
-      LaunchShape& ls = shape_[static_cast<size_t>(t - 1)];
-      if (front > base.ctas_per_sm * sms * kDecodeWarps) {
-        const size_t smem = decode_smem_bytes(static_cast<int>(pairs), E);
-        const int n = per_sm(smem);
-        if (n > base.ctas_per_sm && total <= 2 * n * sms * kDecodeWarps) ls = {smem, n, false};
-      }
-      ls.fc1_first_round = front <= ls.ctas_per_sm * sms * kDecodeWarps;
-    }
+    shape_ = decode_launch_shapes(dims_, spec_.mode == Mode::W4A4, P / k, prop.multiProcessorCount, per_sm);
     fn_ = fn;
     max_grid_ = 0;
-    for (const LaunchShape& ls : shape_) max_grid_ = std::max<int>(max_grid_, ls.ctas_per_sm * static_cast<int>(sms));
-    sms_ = static_cast<int>(sms);
+    for (const DecodeLaunchShape& ls : shape_) max_grid_ = std::max<int>(max_grid_, ls.ctas_per_sm * prop.multiProcessorCount);
+    sms_ = prop.multiProcessorCount;
     sm_ids_ = sm_id_bound();
   }
 
@@ -268,7 +237,7 @@ class DecodeKernel final : public MoeKernel {
     return n;
   }
 
-  void launch(DecodeParams& p, const LaunchShape& ls, cudaStream_t stream) {
+  void launch(DecodeParams& p, const DecodeLaunchShape& ls, cudaStream_t stream) {
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(static_cast<unsigned>(ls.ctas_per_sm * sms_));
     cfg.blockDim = dim3(kDecodeWarps * 32);
@@ -299,7 +268,7 @@ class DecodeKernel final : public MoeKernel {
   size_t weight_bytes_ = 0;
   int64_t workspace_bytes_ = 0;
   const void* fn_ = nullptr;
-  std::vector<LaunchShape> shape_;  // [tokens - 1]
+  std::vector<DecodeLaunchShape> shape_;  // [tokens - 1]
   int max_grid_ = 0, sms_ = 0, sm_ids_ = 0;
 };
 

@@ -29,7 +29,7 @@
 
 #include <cstdint>
 
-#include "cuda/backend_api.hpp"  // kDecodeWarps, kDecodeDepth, decode_smem_bytes()
+#include "cuda/backend_api.hpp"  // kDecodeWarps, kDecodeDepth, kCombine*, decode_smem_bytes()
 
 namespace fp4moe::cuda {
 
@@ -72,9 +72,6 @@ struct DecodeParams {
   int ctas_per_sm;  // the grid is ctas_per_sm CTAs on each SM, all resident (cooperative launch)
 };
 
-// Outputs per combine task (8 per lane), and (4 per lane, so that 8 pairs' z rows fit in
-// registers at once) for batches of up to kCombineNarrowTokens tokens.
-inline constexpr int kCombineCols = 256, kCombineColsNarrow = 128, kCombineNarrowTokens = 4;
 inline constexpr int kMaxFc1Splits = 4;   // K splits of an FC1 task past the first round, at most
 inline constexpr int kDecodeMaxTiers = 32;  // CTAs per SM, at most (the hardware's limit)
 

@@ -1,7 +1,9 @@
 #include "cuda/decode_layout.hpp"
 
+#include <algorithm>
 #include <cstring>
 
+#include "cuda/backend_api.hpp"  // kDecodeWarps, kCombine*, decode_smem_bytes()
 #include "fp4moe/error.hpp"
 #include "fp4moe/format.hpp"
 #include "parallel.hpp"
@@ -128,6 +130,41 @@ DecodePrepared prepare_decode_weights(const MoeSpec& spec, const uint8_t* w13, c
                          P.w2.data() + e * d.expert2_bytes);
   });
   return P;
+}
+
+// The grid is every CTA that fits (the kernel's order relies on each SM holding exactly
+// ctas_per_sm of them), with the shared memory of max_tokens' routing table - except for a batch
+// whose (Q and) FC1 tasks overflow that grid's first round while the whole batch fits two rounds
+// of the grid that its own, smaller routing table allows: that batch takes the larger grid, where
+// the FC1 tasks past the first round run as K splits side by side (see the kernel). Tasks are
+// counted at their most: every pair its own expert.
+// Measured on an H200 (one lease, two runs each): gpt-oss-120b at 4 tokens 74.7 -> 70.0 us with
+// 5 CTAs per SM instead of 4; giving 5 CTAs to every batch that fits them was slower elsewhere,
+// e.g. qwen3-30b-a3b at 16 tokens 74.8 -> 82.3, nemotron at 8 79.8 -> 82.5 (a likely reason,
+// not established: the CTAs' shared memory leaves the SM less L1 - capping those at 4 CTAs by
+// giving each more shared memory was slower still than the 4 CTAs of max_tokens' table, 58.7
+// against 56.2 us at qwen3's 8).
+std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, bool w4a4, int64_t max_tokens, int64_t sms,
+                                                    const std::function<int(size_t)>& ctas_per_sm) {
+  const int E = static_cast<int>(d.E);
+  const int64_t k = d.k, n1t = d.n1_tasks, n2t = d.n2_tasks;
+  const size_t smem_max = decode_smem_bytes(static_cast<int>(max_tokens * k), E);
+  const DecodeLaunchShape base{smem_max, ctas_per_sm(smem_max), false};
+  std::vector<DecodeLaunchShape> shapes(static_cast<size_t>(max_tokens), base);
+  for (int64_t t = 1; t <= max_tokens; ++t) {
+    const int64_t pairs = t * k, tiles = std::min<int64_t>(pairs, d.E + pairs / 8);  // token tiles, at most
+    const int64_t front = (w4a4 ? pairs : 0) + tiles * n1t;                         // Q and FC1 tasks
+    const int64_t ccols = t <= kCombineNarrowTokens ? kCombineColsNarrow : kCombineCols;
+    const int64_t total = front + tiles * n2t + t * ((d.H + ccols - 1) / ccols);
+    DecodeLaunchShape& ls = shapes[static_cast<size_t>(t - 1)];
+    if (front > base.ctas_per_sm * sms * kDecodeWarps) {
+      const size_t smem = decode_smem_bytes(static_cast<int>(pairs), E);
+      const int n = ctas_per_sm(smem);
+      if (n > base.ctas_per_sm && total <= 2 * n * sms * kDecodeWarps) ls = {smem, n, false};
+    }
+    ls.fc1_first_round = front <= ls.ctas_per_sm * sms * kDecodeWarps;
+  }
+  return shapes;
 }
 
 }  // namespace fp4moe::cuda

@@ -1,4 +1,5 @@
-// fp4moe internal: the decode backend's prepared weight layout (host side, no CUDA).
+// fp4moe internal: the decode backend's prepared weight layout, and its launch shapes (host side,
+// no CUDA).
 //
 // The fused decode kernel (decode.cu) gives each warp a *task*: 32 weight rows (two 16-row
 // MMA tiles) of one expert over the whole K, in chunks of 64 K-values. Data moves in 512-byte
@@ -72,6 +73,21 @@ struct DecodePrepared {
 };
 DecodePrepared prepare_decode_weights(const MoeSpec& spec, const uint8_t* w13, const uint8_t* w13_scale,
                                       const uint8_t* w2, const uint8_t* w2_scale);
+
+// One token count's launch of the fused kernel: each CTA's dynamic shared memory, the CTAs per
+// SM that allows, and whether every (Q and) FC1 task, counted at its most, fits the grid's first
+// round (which enables the start-of-launch L2 prefetch, DecodeParams::pf_chunks).
+struct DecodeLaunchShape {
+  size_t smem = 0;
+  int ctas_per_sm = 0;
+  bool fc1_first_round = false;
+};
+// The launch shape of every token count 1..max_tokens (element T - 1), for a GPU of `sms` SMs;
+// ctas_per_sm(smem) is how many CTAs of the kernel an SM holds with that much dynamic shared
+// memory (on a GPU, the occupancy query). The rule, and what it was measured against, is in
+// decode_layout.cpp.
+std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, bool w4a4, int64_t max_tokens, int64_t sms,
+                                                    const std::function<int(size_t)>& ctas_per_sm);
 
 // The value a lane's slice encodes, decoded back (for tests of the layout): weight of
 // (task, tile, tile row, K) of one expert's block, without the global scale.
