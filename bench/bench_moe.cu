@@ -11,11 +11,12 @@
 // are at least twice L2: every launch reads its weights from HBM, as the layers of a model's
 // decode graph do; the time per launch is the replay's / N, so one replay's fixed cost (the
 // events, the graph's launch: 2.5-4.5 us on an H200) is not counted N times. Where the GPU's
-// memory holds fewer copies, that side is timed one launch per replay, after an L2 flush. The fp4moe kernel is
-// also timed alone - one launch per replay, L2 flushed (a 4x-L2 read) before each - and that
-// time is reported beside it (`fp4moe_single_us`). The baseline: the same routing grouped per expert on the host,
-// a gather, one cuBLAS bf16 GEMM per touched expert (fp32 accumulation) for FC1, the
-// activation, one GEMM per expert for FC2, and the same fixed-order fp32 combine.
+// memory holds fewer copies, that side is timed one launch per replay, after an L2 flush. The
+// fp4moe kernel is also timed alone - one launch per replay, L2 flushed (a 4x-L2 read) before
+// each - and that time is reported beside it (`fp4moe_single_us`). The baseline: the same
+// routing grouped per expert on the host, a gather, one cuBLAS bf16 GEMM per touched expert
+// (fp32 accumulation) for FC1, the activation, one GEMM per expert for FC2, and the same
+// fixed-order fp32 combine.
 // --routing random (default): top-k of uniformly random experts per token; skewed: every token
 // to the same k experts (0..k-1), the worst case for load balance.
 #include <cublas_v2.h>

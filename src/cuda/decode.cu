@@ -47,7 +47,6 @@ std::vector<float> per_expert_or_one(const TensorView& t, WeightsOn where, int64
   return v;
 }
 
-
 class DecodeKernel final : public MoeKernel {
  public:
   DecodeKernel(const MoeSpec& spec, const MoeWeights& w, WeightsOn where, int64_t max_tokens, int device)

@@ -19,9 +19,9 @@
 // and only ever wait on tasks with a smaller index, and the cooperative launch guarantees every
 // warp is resident, so the waits cannot deadlock. No floating-point atomics: the result is
 // bitwise reproducible. The counters need no memset between launches (or graph replays): a launch
-// uses one of two sets and clears the other for the next (see DecodeParams::counters). Weights and activations reach shared memory by
-// cp.async through L1 (see decode_kernel.cu for what that was measured to gain and why it is safe
-// for h and xq).
+// uses one of two sets and clears the other for the next (see DecodeParams::counters). Weights
+// and activations reach shared memory by cp.async through L1 (see decode_kernel.cu for what that
+// was measured to gain and why it is safe for h and xq).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
