@@ -151,7 +151,7 @@ class DecodeKernel final : public MoeKernel {
     p.h = reinterpret_cast<__nv_bfloat16*>(ws_h_);
     p.z = ws_z_;
     p.counters = counters_;
-    p.invalid = counters_ + 2;
+    p.invalid = counters_ + kDecodeInvalidIdCounter;
     p.T = static_cast<int>(T);
     p.k = static_cast<int>(spec_.topk);
     p.E = static_cast<int>(E);
@@ -178,8 +178,8 @@ class DecodeKernel final : public MoeKernel {
 
   int64_t take_invalid_id_count() override {
     unsigned v = 0;
-    FP4MOE_CUDA_CHECK(cudaMemcpy(&v, counters_ + 2, sizeof(v), cudaMemcpyDeviceToHost));
-    FP4MOE_CUDA_CHECK(cudaMemset(counters_ + 2, 0, sizeof(unsigned)));
+    FP4MOE_CUDA_CHECK(cudaMemcpy(&v, counters_ + kDecodeInvalidIdCounter, sizeof(v), cudaMemcpyDeviceToHost));
+    FP4MOE_CUDA_CHECK(cudaMemset(counters_ + kDecodeInvalidIdCounter, 0, sizeof(unsigned)));
     return v;
   }
 

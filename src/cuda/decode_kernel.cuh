@@ -56,7 +56,7 @@ struct DecodeParams {
   //   fc1_done[E], fc2_done[E], task claims, CTA arrivals after the prologue per SM id [sm_ids]
   //   and per tier [kDecodeMaxTiers].
   unsigned* counters;
-  unsigned* invalid;   // counters + 2
+  unsigned* invalid;   // counters + kDecodeInvalidIdCounter
   int T, k, E, H, Hk, I, Ik;
   int n1_tasks, n2_tasks, chunks1, chunks2;
   float* part;          // [units][kMaxFc1Splits - 1][32 lanes][8] FC1 partial sums of split tasks
@@ -71,6 +71,9 @@ struct DecodeParams {
   int sm_ids;       // %nsmid: every %smid is below it (SM ids need not be contiguous)
   int ctas_per_sm;  // the grid is ctas_per_sm CTAs on each SM, all resident (cooperative launch)
 };
+
+// Index of the invalid-id count in DecodeParams::counters.
+inline constexpr int kDecodeInvalidIdCounter = 2;
 
 inline constexpr int kMaxFc1Splits = 4;   // K splits of an FC1 task past the first round, at most
 inline constexpr int kDecodeMaxTiers = 32;  // CTAs per SM, at most (the hardware's limit)

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cuda/backend_api.hpp"
+#include "cuda/decode_kernel.cuh"
 #include "fp4moe/bf16.hpp"
 #include "fp4moe/error.hpp"
 #include "fp4moe/metrics.hpp"
@@ -341,6 +342,37 @@ TEST(DecodeSmall, GraphReplayWithNewInputsAndEmptyBatch) {
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("tokens"), std::string::npos) << e.what();
+  }
+}
+
+// What the speed of small batches rests on, checked on the GPU itself: the kernel keeps no
+// local memory (no spills, no stack), and on sm_90 an SM holds 5 of its CTAs at one token of
+// qwen3-30b-a3b - the grid that one- and two-round batches are tuned for (README, sessions 12
+// and 13). A change that costs registers (5 CTAs of 128 threads need at most 96 per thread: registers are allocated 8 at a time) or static shared
+// memory would otherwise drop to 4 CTAs per SM silently; only the benchmark would show it.
+TEST(DecodeKernelResources, NoLocalMemoryAndFiveCtasPerSmAtOneToken) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  int dev = 0;
+  FP4MOE_TEST_CUDA(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  FP4MOE_TEST_CUDA(cudaGetDeviceProperties(&prop, dev));
+  cudaFuncAttributes fa{};
+  FP4MOE_TEST_CUDA(cudaFuncGetAttributes(&fa, cuda::fused_decode_kernel_ptr()));
+  const MoeSpec spec = find_preset("qwen3-30b-a3b").spec(Mode::W4A16);
+  const size_t smem = cuda::decode_smem_bytes(static_cast<int>(spec.topk), static_cast<int>(spec.experts));
+  // (below the default 48 KB limit of dynamic shared memory: no attribute needs raising)
+  int ctas = 0;
+  FP4MOE_TEST_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, cuda::fused_decode_kernel_ptr(),
+                                                                 cuda::kDecodeWarps * 32, smem));
+  std::printf("  sm_%d%d: %d registers, %zu B local, %zu B static shared; %zu B dynamic at one token of qwen3-30b-a3b "
+              "-> %d CTAs per SM\n",
+              prop.major, prop.minor, fa.numRegs, fa.localSizeBytes, fa.sharedSizeBytes, smem, ctas);
+  EXPECT_EQ(fa.localSizeBytes, 0u) << "the decode kernel uses local memory (spills or a stack)";
+  if (prop.major == 9) {
+    EXPECT_GE(ctas, 5) << "sm_90: " << fa.numRegs << " registers and " << fa.sharedSizeBytes
+                       << " B of static shared memory leave fewer than 5 CTAs per SM at one token";
+  } else {
+    std::printf("  (the 5-CTA expectation is for sm_90; not checked on sm_%d%d)\n", prop.major, prop.minor);
   }
 }
 
