@@ -104,7 +104,7 @@ class DecodeKernel final : public MoeKernel {
     // (DecodeParams::counters), then one per split FC1 task (fewer than the warps of the grid: see
     // the kernel)
     const int64_t round = int64_t{max_grid_} * kDecodeWarps;  // the most warps of any call's grid
-    const int64_t split_ctr_at = 3 + sm_ids_ + 2 * int64_t{decode_counter_set(static_cast<int>(E), sm_ids_)};
+    const int64_t split_ctr_at = kDecodeSmArrivalsAt + sm_ids_ + 2 * int64_t{decode_counter_set(static_cast<int>(E), sm_ids_)};
     const int64_t ncounters = split_ctr_at + round;
     counters_ = device_alloc<unsigned>(static_cast<size_t>(ncounters));
     FP4MOE_CUDA_CHECK(cudaMemset(counters_, 0, static_cast<size_t>(ncounters) * sizeof(unsigned)));

@@ -378,7 +378,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   if (threadIdx.x == 0) {
     if (sm_ids_dense) {  // cleared for the next launch by the grid's last CTA to arrive (below)
       start_sm = sm_id();
-      start_tier = atomicAdd(&p.counters[3 + start_sm], 1u);
+      start_tier = atomicAdd(&p.counters[kDecodeSmArrivalsAt + start_sm], 1u);
     }
     // The launch's counter set, and this CTA's arrival: the arrival (a release) is ordered after
     // the epoch read, so when the grid's last CTA arrives every CTA has read the epoch, and that
@@ -532,7 +532,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
 
   const int ntile = R.scalars[2], nvalid = R.scalars[1];
   const int set_words = decode_counter_set(E, p.sm_ids);
-  unsigned* const set = p.counters + 3 + p.sm_ids + s_epoch * set_words;  // this launch's counters
+  unsigned* const set = p.counters + kDecodeSmArrivalsAt + p.sm_ids + s_epoch * set_words;  // this launch's counters
   unsigned* q_done = set;
   unsigned* fc1_done = set + E;
   unsigned* fc2_done = set + 2 * E;
@@ -842,10 +842,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // counters (an atomic round trip and a fence at the end of every CTA): deepseek-v3, on the same
   // grid either way, 65.2 -> 62.6 us at one token and 115.5 -> 109.5 at two.
   if (warp == 0 && __shfl_sync(0xffffffffu, arrival, 0) == gridDim.x - 1) {
-    unsigned* const next = p.counters + 3 + p.sm_ids + (s_epoch ^ 1u) * set_words;
+    unsigned* const next = p.counters + kDecodeSmArrivalsAt + p.sm_ids + (s_epoch ^ 1u) * set_words;
     for (int i = lane; i < set_words; i += 32) next[i] = 0;
     // the CTA arrivals per SM: every CTA's increment came before its arrival (a release)
-    for (int i = lane; i < p.sm_ids; i += 32) p.counters[3 + i] = 0;
+    for (int i = lane; i < p.sm_ids; i += 32) p.counters[kDecodeSmArrivalsAt + i] = 0;
     if (lane == 0) {
       __threadfence();  // after every CTA's arrival, hence after its epoch read
       p.counters[0] = s_epoch ^ 1u;

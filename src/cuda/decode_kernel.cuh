@@ -72,8 +72,10 @@ struct DecodeParams {
   int ctas_per_sm;  // the grid is ctas_per_sm CTAs on each SM, all resident (cooperative launch)
 };
 
-// Index of the invalid-id count in DecodeParams::counters.
+// Where DecodeParams::counters holds the invalid-id count, and where its CTA arrivals at launch
+// per SM id begin (the two counter sets follow them).
 inline constexpr int kDecodeInvalidIdCounter = 2;
+inline constexpr int kDecodeSmArrivalsAt = 3;
 
 inline constexpr int kMaxFc1Splits = 4;   // K splits of an FC1 task past the first round, at most
 inline constexpr int kDecodeMaxTiers = 32;  // CTAs per SM, at most (the hardware's limit)

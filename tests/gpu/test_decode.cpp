@@ -348,8 +348,9 @@ TEST(DecodeSmall, GraphReplayWithNewInputsAndEmptyBatch) {
 // What the speed of small batches rests on, checked on the GPU itself: the kernel keeps no
 // local memory (no spills, no stack), and on sm_90 an SM holds 5 of its CTAs at one token of
 // qwen3-30b-a3b - the grid that one- and two-round batches are tuned for (README, sessions 12
-// and 13). A change that costs registers (5 CTAs of 128 threads need at most 96 per thread: registers are allocated 8 at a time) or static shared
-// memory would otherwise drop to 4 CTAs per SM silently; only the benchmark would show it.
+// and 13). A change that costs registers (5 CTAs of 128 threads need at most 96 per thread:
+// registers are allocated 8 at a time) or static shared memory would otherwise drop to 4 CTAs
+// per SM silently; only the benchmark would show it.
 TEST(DecodeKernelResources, NoLocalMemoryAndFiveCtasPerSmAtOneToken) {
   FP4MOE_SKIP_WITHOUT_GPU();
   int dev = 0;
