@@ -17,6 +17,12 @@
 // routing grouped per expert on the host, a gather, one cuBLAS bf16 GEMM per touched expert
 // (fp32 accumulation) for FC1, the activation, one GEMM per expert for FC2, and the same
 // fixed-order fp32 combine.
+// Decode also reports a read ceiling (`read_us`): one launch that does nothing but read the
+// floor's bytes - the touched experts' NVFP4 bytes, at random expert offsets in a buffer of the
+// same copies - timed the same way (in-graph, going round the copies). It is what a single
+// launch can stream in this run, ramp-up and tail included: the floor divides by the bandwidth
+// of a 1 GB copy, which a launch of a few MB does not reach (on an H200: 20 MB, the touched
+// bytes of qwen3-30b-a3b at one token, read in ~1.4x the floor; 40 MB in ~1.16x).
 // --routing random (default): top-k of uniformly random experts per token; skewed: every token
 // to the same k experts (0..k-1), the worst case for load balance.
 #include <cublas_v2.h>
@@ -117,6 +123,34 @@ __global__ void flush_read(const uint4* __restrict__ p, size_t n, unsigned* sink
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += gridDim.x * static_cast<size_t>(blockDim.x)) {
     const uint4 v = __ldcg(p + i);
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u) *sink = acc;  // practically never: keeps the loads alive
+}
+
+// The read ceiling's kernel: every thread reads 16-byte words of the n touched experts (expert
+// ex[i] of the copy at base) at a grid stride, 8 loads in flight, L1 not allocated. (Measured
+// on an H200 for 20 and 40 MB: 4 CTAs of 256 threads per SM with 8 loads each was the fastest
+// of 1..8 CTAs per SM and 4, 8 or 16 loads.)
+__global__ void __launch_bounds__(256) read_touched(const uint4* __restrict__ base, const int* __restrict__ ex,
+                                                    unsigned expert_u4, unsigned n, unsigned* sink) {
+  constexpr int kLoads = 8;
+  const unsigned total = expert_u4 * n, nthr = gridDim.x * blockDim.x;
+  uint32_t acc = 0;
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += nthr * kLoads) {
+    uint4 v[kLoads];
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      const unsigned j = i + u * nthr;
+      v[u] = make_uint4(0, 0, 0, 0);
+      if (j < total) {
+        const uint4* a = base + static_cast<size_t>(ex[j / expert_u4]) * expert_u4 + j % expert_u4;
+        asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(v[u].x), "=r"(v[u].y), "=r"(v[u].z), "=r"(v[u].w)
+                     : "l"(a));
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   }
   if (acc == 0x9e3779b9u) *sink = acc;  // practically never: keeps the loads alive
 }
@@ -297,8 +331,9 @@ int main(int argc, char** argv) {
 
   std::ostringstream rows;
   bool first_row = true;
-  std::printf("\n%-26s %6s %6s %8s %10s %10s %7s %10s %8s %9s %9s\n", "preset", "M", "exp", "floor_us", "fp4moe_us",
-              "bound_us", "xfloor", "cublas_us", "speedup", prefill ? "TFLOP/s" : "GB/s", "alone_us");
+  std::printf("\n%-26s %6s %6s %8s %10s %10s %7s %10s %8s %9s %9s%s\n", "preset", "M", "exp", "floor_us", "fp4moe_us",
+              "bound_us", "xfloor", "cublas_us", "speedup", prefill ? "TFLOP/s" : "GB/s", "alone_us",
+              prefill ? "" : "   read_us");
   for (const auto& name : parse_names(opt["--presets"])) {
     const Preset& pr = find_preset(name);
     MoeSpec spec = pr.spec(mode);
@@ -337,6 +372,19 @@ int main(int argc, char** argv) {
       CK(cudaMalloc(&W2.back(), size_t(E) * H * I * 2));
       fill_bf16<<<4096, 256, 0, tm.st>>>(W1.back(), size_t(E) * N1 * H, 11 + 2 * c, 0.05f);
       fill_bf16<<<4096, 256, 0, tm.st>>>(W2.back(), size_t(E) * H * I, 12 + 2 * c, 0.05f);
+    }
+    // the read ceiling's buffer (decode): as many copies of every expert's NVFP4 bytes as the kernel
+    // has copies, if the memory holds them
+    const size_t read_copy = static_cast<size_t>(E) * expert_bytes;
+    uint8_t* RB = nullptr;
+    const bool read_ceiling = !prefill && static_cast<int>(kern.size()) == want && expert_bytes % 16 == 0 &&
+                              read_copy * kern.size() / 16 < (size_t(1) << 31) &&
+                              free_bytes() > read_copy * kern.size() + reserve;
+    if (read_ceiling) {
+      CK(cudaMalloc(&RB, read_copy * kern.size()));
+      CK(cudaMemsetAsync(RB, 0x5a, read_copy * kern.size(), tm.st));
+    } else if (!prefill) {
+      std::fprintf(stderr, "  %s: no read ceiling (memory or size)\n", name.c_str());
     }
     CK(cudaStreamSynchronize(tm.st));
     const int copies = static_cast<int>(kern.size()), copies_bf16 = static_cast<int>(W1.size());
@@ -420,6 +468,25 @@ int main(int argc, char** argv) {
       CK(cudaGraphExecDestroy(g_fp4));
       CK(cudaGetLastError());
 
+      double read_us = -1;  // -1: not measured
+      if (read_ceiling) {
+        int* dex;
+        std::vector<int> ex(experts.begin(), experts.end());
+        CK(cudaMalloc(&dex, ex.size() * 4));
+        CK(cudaMemcpy(dex, ex.data(), ex.size() * 4, cudaMemcpyHostToDevice));
+        const unsigned expert_u4 = static_cast<unsigned>(expert_bytes / 16);
+        auto g_read = capture(tm.st, [&] {
+          for (int j = 0; j < n_fp4; ++j)
+            read_touched<<<4 * prop.multiProcessorCount, 256, 0, tm.st>>>(
+                reinterpret_cast<const uint4*>(RB + static_cast<size_t>(j % copies) * read_copy), dex, expert_u4,
+                static_cast<unsigned>(ex.size()), tm.sink);
+        });
+        read_us = tm.time_graph(g_read, reps, false) / n_fp4;
+        CK(cudaGraphExecDestroy(g_read));
+        CK(cudaFree(dex));
+        CK(cudaGetLastError());
+      }
+
       const float one = 1.0f, zero = 0.0f;
       // one launch of the baseline on weight copy c
       auto base_launch = [&](int c) {
@@ -458,9 +525,11 @@ int main(int argc, char** argv) {
       const double flops = 2.0 * double(P) * double(H * N1 + I * H);
       const double tflops = flops / (fp4_us * 1e-6) / 1e12;
       const double gbps = bytes / (fp4_us * 1e-6) / 1e9;
-      std::printf("%-26s %6lld %6lld %8.1f %10.1f %10.1f %7.2f %10.1f %8.2f %9.1f %9.1f\n", name.c_str(),
+      std::printf("%-26s %6lld %6lld %8.1f %10.1f %10.1f %7.2f %10.1f %8.2f %9.1f %9.1f", name.c_str(),
                   static_cast<long long>(M), static_cast<long long>(touched), floor_us, fp4_us, bound_us, fp4_us / floor_us,
                   base_us, base_us / fp4_us, prefill ? tflops : gbps, single_us);
+      if (!prefill) std::printf(" %9.1f", read_us);
+      std::printf("\n");
       rows << (first_row ? "" : ",\n") << "    {\"preset\": \"" << name << "\", \"mode\": \"" << to_string(mode)
            << "\", \"M\": " << M << ", \"touched_experts\": " << touched << ", \"weight_bytes\": " << bytes
            << ", \"floor_us\": " << floor_us << ", \"fp4moe_us\": " << fp4_us << ", \"ratio_to_floor\": " << fp4_us / floor_us
@@ -468,6 +537,7 @@ int main(int argc, char** argv) {
            << ", \"launches_per_replay\": " << n_fp4 << ", \"cublas_weight_copies\": " << copies_bf16
            << ", \"cublas_launches_per_replay\": " << n_bf16
            << ", \"decode_bound_us\": " << bound_us << ", \"cublas_bf16_us\": " << base_us
+           << (prefill ? "" : ", \"read_ceiling_us\": ") << (prefill ? std::string() : std::to_string(read_us))
            << ", \"speedup_vs_cublas\": " << base_us / fp4_us << ", \"effective_tflops\": " << tflops
            << ", \"ratio_to_gemm_rate\": " << tflops / gemm_tf << ", \"achieved_GBps\": " << gbps << "}";
       first_row = false;
@@ -478,6 +548,7 @@ int main(int argc, char** argv) {
     }
     for (auto* p : W1) CK(cudaFree(p));
     for (auto* p : W2) CK(cudaFree(p));
+    if (RB != nullptr) CK(cudaFree(RB));
   }
   if (!opt["--json"].empty()) {
     std::time_t now = std::time(nullptr);
@@ -488,7 +559,7 @@ int main(int argc, char** argv) {
       << "\", \"commit\": \"" << opt["--commit"] << "\", \"date\": \"" << date << "\", \"routing\": \"" << opt["--routing"]
       << "\",\n  \"copy_GBps\": " << copy_gbps
       << ", \"cublas_bf16_gemm_tflops\": " << gemm_tf << ", \"reps\": " << reps << ", \"max_tokens\": " << max_tokens
-      << ", \"timing\": \"CUDA events around CUDA-graph replays of N launches on weight copies in turn (each launch's weights from HBM), median / N; N = launches_per_replay (1: not enough memory for the copies, one launch per replay after an L2 flush); fp4moe_single_us: one launch per replay, L2 flushed before each\",\n  \"rows\": [\n"
+      << ", \"timing\": \"CUDA events around CUDA-graph replays of N launches on weight copies in turn (each launch's weights from HBM), median / N; N = launches_per_replay (1: not enough memory for the copies, one launch per replay after an L2 flush); fp4moe_single_us: one launch per replay, L2 flushed before each; read_ceiling_us (decode): a launch that only reads the touched experts' NVFP4 bytes, timed like fp4moe_us (-1: not measured)\",\n  \"rows\": [\n"
       << rows.str() << "\n  ]\n}\n";
     std::printf("\nwrote %s\n", opt["--json"].c_str());
   }

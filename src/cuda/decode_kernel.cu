@@ -20,6 +20,10 @@ constexpr int kTraceTasks = 1 << 16, kTraceCtas = 4096;
 __device__ unsigned long long g_trace_task[kTraceTasks][4];  // kind | warp << 4, start, ready, end
 __device__ unsigned long long g_trace_cta[kTraceCtas][4];    // start, after the prologue, end, SM
 __device__ int g_trace_meta[5];                              // total, nq, n1, n2, grid
+// Per warp (its last task's chunks): when chunk c's data was there, and when its MMAs had finished
+// (the stamp waits for the accumulators, so it includes draining the MMAs).
+constexpr int kTraceWarpsC = 4096, kTraceChunks = 64;
+__device__ unsigned long long g_trace_chunk[kTraceWarpsC][kTraceChunks][2];
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -242,6 +246,8 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
   for (int c = 0; c < nch; ++c) {
     cp_async_wait<D - 1>();
     FP4MOE_TRACE(if (c == 0) t_ready = trace_now();)
+    FP4MOE_TRACE(const int twarp = blockIdx.x * kDecodeWarps + (threadIdx.x >> 5);
+                 if (lane == 0 && twarp < kTraceWarpsC && c < kTraceChunks) g_trace_chunk[twarp][c][0] = trace_now();)
     const int slot = c & (D - 1), u = c & 7;
     const uint4 w0 = st.w[(slot * 2 + 0) * 32 + lane];
     const uint4 w1 = st.w[(slot * 2 + 1) * 32 + lane];
@@ -272,6 +278,10 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
       mma_bf16(acc[0], a0, bw[2 * m], bw[2 * m + 1]);
       mma_bf16(acc[1], a1, bw[2 * m], bw[2 * m + 1]);
     }
+    FP4MOE_TRACE(if (lane == 0 && twarp < kTraceWarpsC && c < kTraceChunks) {
+      const uint32_t dep = __float_as_uint(acc[0][0] + acc[1][3]);  // the stamp after the MMAs' results
+      g_trace_chunk[twarp][c][1] = trace_now() + (dep == 0x7fffffffu);
+    })
   }
   cp_async_wait<0>();
 }
@@ -859,6 +869,7 @@ void decode_trace_reset() {
   void* p = nullptr;
   if (cudaGetSymbolAddress(&p, g_trace_task) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_task));
   if (cudaGetSymbolAddress(&p, g_trace_cta) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_cta));
+  if (cudaGetSymbolAddress(&p, g_trace_chunk) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_chunk));
 }
 void decode_trace_print() {
   static unsigned long long task[kTraceTasks][4], cta[kTraceCtas][4];
@@ -900,6 +911,34 @@ void decode_trace_print() {
     }
   }
   const char* names[4] = {"Q", "FC1", "FC2", "combine"};
+  {  // FC1 and FC2 chunks: the wait for a chunk's data (ready[c] - done[c - 1]), its compute
+     // (done[c] - ready[c]), and when chunk c was ready (p50 over the tasks, from the first CTA's start)
+    static unsigned long long ch[kTraceWarpsC][kTraceChunks][2];
+    if (cudaMemcpyFromSymbol(ch, g_trace_chunk, sizeof(ch)) == cudaSuccess) {
+      for (int kind = 1; kind <= 2; ++kind) {
+        std::vector<double> wt, cp;
+        std::vector<std::vector<double>> byc(kTraceChunks);
+        for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i) {
+          if (task[i][3] == 0 || static_cast<int>(task[i][0] & 15) != kind) continue;
+          const int w = static_cast<int>(task[i][0] >> 4);
+          if (w >= kTraceWarpsC) continue;
+          for (int c = 0; c < kTraceChunks && ch[w][c][0]; ++c) {
+            if (ch[w][c][0] < task[i][1] || ch[w][c][0] > task[i][3]) break;  // a later task's stamps
+            cp.push_back((ch[w][c][1] - ch[w][c][0]) * 1e-3);
+            if (c > 0) wt.push_back((static_cast<double>(ch[w][c][0]) - static_cast<double>(ch[w][c - 1][1])) * 1e-3);
+            byc[c].push_back((ch[w][c][0] - t0) * 1e-3);
+          }
+        }
+        if (cp.empty()) continue;
+        std::printf("    %s per chunk: compute p10 %.3f p50 %.3f p90 %.3f | wait p10 %.3f p50 %.3f p90 %.3f (us)\n"
+                    "    ready p50 by chunk:",
+                    names[kind], pct(cp, 0.1), pct(cp, 0.5), pct(cp, 0.9), pct(wt, 0.1), pct(wt, 0.5), pct(wt, 0.9));
+        for (int c = 0; c < kTraceChunks; ++c)
+          if (!byc[c].empty()) std::printf(" %.2f", pct(byc[c], 0.5));
+        std::printf("\n");
+      }
+    }
+  }
   for (int kind = 0; kind < 4; ++kind) {
     std::vector<double> st, rd, en, dur, wait;
     for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i) {
