@@ -22,7 +22,7 @@
 // same copies - timed the same way (in-graph, going round the copies). It is what a single
 // launch can stream in this run, ramp-up and tail included: the floor divides by the bandwidth
 // of a 1 GB copy, which a launch of a few MB does not reach (on an H200: 21 MB, the touched
-// bytes of qwen3-30b-a3b at one token, in 1.30x the floor; from ~100 MB on, 0.88-0.93x, since a
+// bytes of qwen3-30b-a3b at one token, in 1.30x the floor; from ~130 MB on, 0.88-0.95x, since a
 // copy also writes).
 // --routing random (default): top-k of uniformly random experts per token; skewed: every token
 // to the same k experts (0..k-1), the worst case for load balance.
