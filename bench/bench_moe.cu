@@ -346,8 +346,8 @@ int main(int argc, char** argv) {
     const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
     const size_t expert_bytes = L.expert_bytes();
     const size_t expert_bf16 = static_cast<size_t>(N1 * H + H * I) * 2;
-    const int want = 1 + static_cast<int>((2 * l2 + k * expert_bytes - 1) / (k * expert_bytes));
-    const int want_bf16 = 1 + static_cast<int>((2 * l2 + k * expert_bf16 - 1) / (k * expert_bf16));
+    auto copies_wanted = [&](size_t eb) { return 1 + static_cast<int>((2 * l2 + k * eb - 1) / (k * eb)); };
+    const int want = copies_wanted(expert_bytes), want_bf16 = copies_wanted(expert_bf16);
     // as many of them as the GPU's memory holds, leaving 1 GB and one bf16 copy's room
     const size_t bf16_copy = static_cast<size_t>(E) * expert_bf16, reserve = size_t(1) << 30;
     auto free_bytes = [] {
@@ -374,26 +374,25 @@ int main(int argc, char** argv) {
       fill_bf16<<<4096, 256, 0, tm.st>>>(W1.back(), size_t(E) * N1 * H, 11 + 2 * c, 0.05f);
       fill_bf16<<<4096, 256, 0, tm.st>>>(W2.back(), size_t(E) * H * I, 12 + 2 * c, 0.05f);
     }
-    // the read ceiling's buffer (decode): as many copies of every expert's NVFP4 bytes as the kernel
-    // has copies, if the memory holds them
-    const size_t read_copy = static_cast<size_t>(E) * expert_bytes;
-    uint8_t* RB = nullptr;
-    const bool read_ceiling = !prefill && static_cast<int>(kern.size()) == want && expert_bytes % 16 == 0 &&
-                              read_copy * kern.size() / 16 < (size_t(1) << 31) &&
-                              free_bytes() > read_copy * kern.size() + reserve;
-    if (read_ceiling) {
-      CK(cudaMalloc(&RB, read_copy * kern.size()));
-      CK(cudaMemsetAsync(RB, 0x5a, read_copy * kern.size(), tm.st));
-    } else if (!prefill) {
-      std::fprintf(stderr, "  %s: no read ceiling (memory or size)\n", name.c_str());
-    }
-    CK(cudaStreamSynchronize(tm.st));
     const int copies = static_cast<int>(kern.size()), copies_bf16 = static_cast<int>(W1.size());
     // launches per timed replay: a multiple of the copies; or, without enough copies, one launch
     // per replay after an L2 flush
     const bool rotate = copies == want, rotate_bf16 = copies_bf16 == want_bf16;
-    const int n_fp4 = rotate ? copies * ((launches_min + copies - 1) / copies) : 1;
-    const int n_bf16 = rotate_bf16 ? copies_bf16 * ((launches_min + copies_bf16 - 1) / copies_bf16) : 1;
+    auto launches = [&](bool rot, int c) { return rot ? c * ((launches_min + c - 1) / c) : 1; };
+    const int n_fp4 = launches(rotate, copies), n_bf16 = launches(rotate_bf16, copies_bf16);
+    // the read ceiling's buffer (decode, when the kernel is timed going round its copies): as many
+    // copies of every expert's NVFP4 bytes, if the memory holds them
+    const size_t read_copy = static_cast<size_t>(E) * expert_bytes;
+    uint8_t* RB = nullptr;
+    const bool read_ceiling = !prefill && rotate && expert_bytes % 16 == 0 &&
+                              read_copy * copies / 16 < (size_t(1) << 31) && free_bytes() > read_copy * copies + reserve;
+    if (read_ceiling) {
+      CK(cudaMalloc(&RB, read_copy * copies));
+      CK(cudaMemsetAsync(RB, 0x5a, read_copy * copies, tm.st));
+    } else if (!prefill) {
+      std::fprintf(stderr, "  %s: no read ceiling (memory or size)\n", name.c_str());
+    }
+    CK(cudaStreamSynchronize(tm.st));
     if (!rotate || !rotate_bf16)
       std::fprintf(stderr, "  %s: memory for %d of %d fp4 and %d of %d bf16 weight copies: %s timed one launch per replay, after an L2 flush\n",
                    name.c_str(), copies, want, copies_bf16, want_bf16,
