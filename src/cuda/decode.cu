@@ -100,7 +100,7 @@ class DecodeKernel final : public MoeKernel {
     FP4MOE_CHECK_ARG(prop.cooperativeLaunch, "device", "cooperative launch support", "none");
     setup(static_cast<int>(P), prop);
 
-    // epoch, arrivals, invalid ids, CTA arrivals at launch per SM id, two counter sets
+    // the launch word, invalid ids, CTA arrivals at launch per SM id, two counter sets
     // (DecodeParams::counters), then one per split FC1 task (fewer than the warps of the grid: see
     // the kernel)
     const int64_t round = int64_t{max_grid_} * kDecodeWarps;  // the most warps of any call's grid

@@ -24,6 +24,11 @@ __device__ int g_trace_meta[5];                              // total, nq, n1, n
 // (the stamp waits for the accumulators, so it includes draining the MMAs).
 constexpr int kTraceWarpsC = 4096, kTraceChunks = 64;
 __device__ unsigned long long g_trace_chunk[kTraceWarpsC][kTraceChunks][2];
+// Per CTA, thread 0's prologue steps; per FC1 or FC2 task, its epilogue (pass end, activation
+// done, stores done, signalled)
+constexpr int kTraceMarks = 5;
+__device__ unsigned long long g_trace_mark[kTraceCtas][kTraceMarks];
+__device__ unsigned long long g_trace_epi[kTraceTasks][4];
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -82,13 +87,6 @@ __device__ __forceinline__ unsigned sm_id() {
   return sm;
 }
 
-// atomicInc (wraps to zero past `limit`) with release semantics: this thread's earlier memory
-// accesses are ordered before it.
-__device__ __forceinline__ unsigned atom_inc_release(unsigned* p, unsigned limit) {
-  unsigned v;
-  asm volatile("atom.release.gpu.global.inc.u32 %0, [%1], %2;\n" : "=r"(v) : "l"(p), "r"(limit) : "memory");
-  return v;
-}
 __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
   unsigned v;
   asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
@@ -308,8 +306,6 @@ __device__ __forceinline__ GemmTask gemm_task(int idx, int ntasks, const Routing
 // Token tiles of an expert with cnt tokens.
 __device__ __forceinline__ int token_tiles(int cnt) { return (cnt + 7) / 8; }
 
-__device__ __forceinline__ float silu(float g) { return __fdiv_rn(g, __fadd_rn(1.0f, expf(-g))); }
-
 // One combine task: outputs [cc * kCols, (cc + 1) * kCols) of token t, out = bf16(sum over j in
 // order of w[t, j] * z[slot(t, j)]), the z rows of kPairs pairs loaded at once.
 template <int kCols, int kPairs>
@@ -378,24 +374,31 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   })
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int P = p.T * p.k, E = p.E;
-  // A one-round batch's order needs the CTA's place on its SM at launch (see the first round
-  // below). When the SM ids are 0..SMs-1 (%nsmid equals the SM count, as on the H200 measured),
-  // one atomic per CTA gives it; its round trip overlaps the routing prologue (the result is
-  // used after it).
+  // Two atomics per CTA at launch, relaxed, their results used only after the routing prologue
+  // (their round trips overlap it; nothing waits for them before). Measured on an H200: with a
+  // load of the counter set's epoch and a release arrival among them instead (whose fence waited
+  // for the other two), thread 0 started the prologue 1.3 us after the CTA, and the prologue ended
+  // at 3.04 us instead of 2.40 (profiling build, qwen3-30b-a3b at one token); in-graph time 0.2-0.6
+  // us more at 1..8 tokens of qwen3-30b-a3b and nemotron (one lease, two runs each).
+  // - The launch word (DecodeParams::counters): this CTA's arrival and the launch's counter set,
+  //   read in one atomic, so the grid's last CTA to arrive knows every CTA has read the set.
+  // - A one-round batch's order needs the CTA's place on its SM at launch (see the first round
+  //   below). When the SM ids are 0..SMs-1 (%nsmid equals the SM count, as on the H200 measured),
+  //   a counter per SM id gives it. The counter wraps to zero at ctas_per_sm: the grid is
+  //   ctas_per_sm CTAs per SM, all resident, so every SM holds exactly that many, and the counter
+  //   is zero again when the launch ends, whatever the next launch's grid.
   const unsigned sms = gridDim.x / p.ctas_per_sm;
   const bool sm_ids_dense = static_cast<unsigned>(p.sm_ids) == sms;
-  unsigned start_tier = 0, start_sm = 0, epoch = 0, arrival = 0;
+  unsigned start_tier = 0, start_sm = 0;
+  unsigned long long launch = 0;  // the launch word before this CTA's arrival
   if (threadIdx.x == 0) {
-    if (sm_ids_dense) {  // cleared for the next launch by the grid's last CTA to arrive (below)
+    if (sm_ids_dense) {
       start_sm = sm_id();
-      start_tier = atomicAdd(&p.counters[kDecodeSmArrivalsAt + start_sm], 1u);
+      start_tier = atomicInc(&p.counters[kDecodeSmArrivalsAt + start_sm], static_cast<unsigned>(p.ctas_per_sm - 1));
     }
-    // The launch's counter set, and this CTA's arrival: the arrival (a release) is ordered after
-    // the epoch read, so when the grid's last CTA arrives every CTA has read the epoch, and that
-    // CTA may flip it for the next launch (at its end, below).
-    epoch = ld_relaxed(&p.counters[0]) & 1u;
-    arrival = atom_inc_release(&p.counters[1], gridDim.x - 1);
+    launch = atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), 1ull);
   }
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][0] = trace_now();)
   __shared__ int s_start_cta;
   __shared__ unsigned s_epoch;
   // The first FC1 chunks into L2 while the tables are built (DecodeParams::pf_chunks). Measured on
@@ -416,6 +419,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
     }
   }
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][1] = trace_now();)
 
   Staging st;
   st.w = reinterpret_cast<uint4*>(smem) + warp * kDecodeStagingPieces * 32;
@@ -445,6 +449,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   static_assert(kDecodeMaxTokens <= 64, "one 64-bit token mask per expert");
   for (int e = threadIdx.x; e < E; e += blockDim.x) R.count[e] = 0, R.tokens[e] = 0;
   __syncthreads();
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][2] = trace_now();)
   unsigned bad = 0;
   for (int i = threadIdx.x; i < P; i += blockDim.x) {
     const int id = p.ids[i];
@@ -459,6 +464,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   }
   if (blockIdx.x == 0 && bad) atomicAdd(p.invalid, bad);
   __syncthreads();
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][3] = trace_now();)
   bool dup = false;
   {
     // exclusive scan over the experts of (pairs, active experts, token tiles), 21 bits each;
@@ -504,6 +510,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     }
   }
   __syncthreads();
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][4] = trace_now();)
   if (!dup) {
     for (int i = threadIdx.x; i < P; i += blockDim.x) {
       const int id = R.slot_of_pair[i];
@@ -534,9 +541,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     }
   }
   if (threadIdx.x == 0) {
-    if (start_tier >= static_cast<unsigned>(p.ctas_per_sm)) __trap();  // more CTAs on an SM than the grid allows
     s_start_cta = static_cast<int>(start_tier * sms + start_sm);
-    s_epoch = epoch;
+    s_epoch = static_cast<unsigned>(launch >> 32) & 1u;
   }
   __syncthreads();
 
@@ -723,6 +729,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       };
       if (p.w4a4) task_pass(stream, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready);
       else task_pass(stream, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready);
+      FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][0] = trace_now();)
       // the unit's partial sums: [split][32 lanes][8]
       float4* const part =
           reinterpret_cast<float4*>(p.part) + (static_cast<long long>(unit) * (kMaxFc1Splits - 1) * 32 + lane) * 2;
@@ -762,7 +769,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
           for (int j = 0; j < 2; ++j) {
             const float y0 = __fmul_rn(acc[t][j], g1), y1 = __fmul_rn(acc[t][2 + j], g1);
             if (p.swiglu) {
-              hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(silu(y0), y1)));
+              hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(silu_fast(y0), y1)));
               hv[t][1][j] = 0.0f;
             } else {
               const float r0 = fmaxf(y0, 0.0f), r1 = fmaxf(y1, 0.0f);
@@ -790,6 +797,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
             }
           }
         }
+        FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][1] = trace_now();)
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
           const int tj = 2 * q + j;
@@ -805,7 +813,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
             }
           }
         }
+        FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][2] = trace_now();)
         signal_count(&fc1_done[e], lane);
+        FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][3] = trace_now();)
       }
     } else if (task < nq + n1s + n2) {
       // ---- FC2 -> z (fp32, complete sums) ----
@@ -819,6 +829,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
         // all of h of the expert's tokens: every FC1 task of every one of its token tiles
         wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
       }, t_ready);
+      FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][0] = g_trace_epi[task][1] = trace_now();)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const int tj = 2 * q + j;
@@ -831,7 +842,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
           if (o + 8 < p.H) zrow[o + 8] = __fmul_rn(acc[t][2 + j], g2);
         }
       }
+      FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][2] = trace_now();)
       signal_count(&fc2_done[e], lane);
+      FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][3] = trace_now();)
     } else {
       // ---- combine: out[t] = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
       const int idx = task - nq - n1s - n2, t = idx / ncol, cc = idx % ncol;
@@ -851,15 +864,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // Measured on an H200 (one lease, two runs each), against the last CTA to finish resetting the
   // counters (an atomic round trip and a fence at the end of every CTA): deepseek-v3, on the same
   // grid either way, 65.2 -> 62.6 us at one token and 115.5 -> 109.5 at two.
-  if (warp == 0 && __shfl_sync(0xffffffffu, arrival, 0) == gridDim.x - 1) {
+  // Every CTA has read the launch word when the last arrives, and the next launch begins after
+  // this one has ended: no ordering is needed within the launch.
+  if (warp == 0 && static_cast<unsigned>(__shfl_sync(0xffffffffu, launch, 0)) == gridDim.x - 1) {
     unsigned* const next = p.counters + kDecodeSmArrivalsAt + p.sm_ids + (s_epoch ^ 1u) * set_words;
     for (int i = lane; i < set_words; i += 32) next[i] = 0;
-    // the CTA arrivals per SM: every CTA's increment came before its arrival (a release)
-    for (int i = lane; i < p.sm_ids; i += 32) p.counters[kDecodeSmArrivalsAt + i] = 0;
-    if (lane == 0) {
-      __threadfence();  // after every CTA's arrival, hence after its epoch read
-      p.counters[0] = s_epoch ^ 1u;
-    }
+    // arrivals back to zero, launch count + 1 (the other set)
+    if (lane == 0) atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), (1ull << 32) - gridDim.x);
   }
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][2] = trace_now();)
 }
@@ -870,6 +881,7 @@ void decode_trace_reset() {
   if (cudaGetSymbolAddress(&p, g_trace_task) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_task));
   if (cudaGetSymbolAddress(&p, g_trace_cta) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_cta));
   if (cudaGetSymbolAddress(&p, g_trace_chunk) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_chunk));
+  if (cudaGetSymbolAddress(&p, g_trace_epi) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_epi));
 }
 void decode_trace_print() {
   static unsigned long long task[kTraceTasks][4], cta[kTraceCtas][4];
@@ -911,6 +923,29 @@ void decode_trace_print() {
     }
   }
   const char* names[4] = {"Q", "FC1", "FC2", "combine"};
+  {  // thread 0's prologue steps, and the FC1 and FC2 epilogues (p50 / max, us)
+    static unsigned long long mk[kTraceCtas][kTraceMarks], ep[kTraceTasks][4];
+    if (cudaMemcpyFromSymbol(mk, g_trace_mark, sizeof(mk)) == cudaSuccess &&
+        cudaMemcpyFromSymbol(ep, g_trace_epi, sizeof(ep)) == cudaSuccess) {
+      const char* steps[kTraceMarks] = {"launch atomics", "L2 prefetch", "tables cleared", "pairs counted", "scanned"};
+      std::printf("    prologue (thread 0, from the first CTA's start):");
+      for (int m = 0; m < kTraceMarks; ++m) {
+        std::vector<double> v;
+        for (int b = 0; b < grid; ++b) v.push_back((static_cast<double>(mk[b][m]) - static_cast<double>(t0)) * 1e-3);
+        std::printf(" %s %.2f/%.2f%s", steps[m], pct(v, 0.5), pct(v, 1), m + 1 < kTraceMarks ? "," : "\n");
+      }
+      for (int kind = 1; kind <= 2; ++kind) {
+        std::vector<double> d[3];
+        for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i) {
+          if (task[i][3] == 0 || static_cast<int>(task[i][0] & 15) != kind || ep[i][0] == 0) continue;
+          for (int s = 0; s < 3; ++s) d[s].push_back((static_cast<double>(ep[i][s + 1]) - static_cast<double>(ep[i][s])) * 1e-3);
+        }
+        if (d[0].empty()) continue;
+        std::printf("    %s epilogue: activation %.3f/%.3f, stores %.3f/%.3f, signal %.3f/%.3f\n", names[kind], pct(d[0], 0.5),
+                    pct(d[0], 1), pct(d[1], 0.5), pct(d[1], 1), pct(d[2], 0.5), pct(d[2], 1));
+      }
+    }
+  }
   {  // FC1 and FC2 chunks: the wait for a chunk's data (ready[c] - done[c - 1]), its compute
      // (done[c] - ready[c]), and when chunk c was ready (p50 over the tasks, from the first CTA's start)
     static unsigned long long ch[kTraceWarpsC][kTraceChunks][2];

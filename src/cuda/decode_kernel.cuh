@@ -48,13 +48,14 @@ struct DecodeParams {
   __nv_bfloat16* h;   // [P][Ik]
   float* z;           // [P][H]
   // Zeroed once at construction, never between launches:
-  //   [0] epoch: which of the two sets below this launch uses; [1] CTA arrivals of the launch
-  //   (an increment that wraps to zero at the grid's last CTA, which then flips the epoch and
-  //   clears the other set for the next launch); [2] pairs with an expert id outside [0, E)
-  //   (cumulative, read and cleared by the host); [3, 3 + sm_ids) CTA arrivals at launch per SM
-  //   id (cleared by that last CTA too); then two sets of decode_counter_set() words - q_done[E],
-  //   fc1_done[E], fc2_done[E], task claims, CTA arrivals after the prologue per SM id [sm_ids]
-  //   and per tier [kDecodeMaxTiers].
+  //   [0, 1] the launch word (64 bits): low half, the CTAs of the launch arrived so far; high
+  //   half, the launches so far, whose low bit picks which of the two sets below this launch
+  //   uses (the grid's last CTA to arrive clears the other set for the next launch, then adds
+  //   2^32 - grid: arrivals back to zero, one launch more); [2] pairs with an expert id outside
+  //   [0, E) (cumulative, read and cleared by the host); [3, 3 + sm_ids) CTA arrivals at launch
+  //   per SM id (each wraps to zero at ctas_per_sm); then two sets of decode_counter_set() words
+  //   - q_done[E], fc1_done[E], fc2_done[E], task claims, CTA arrivals after the prologue per SM
+  //   id [sm_ids] and per tier [kDecodeMaxTiers].
   unsigned* counters;
   unsigned* invalid;   // counters + kDecodeInvalidIdCounter
   int T, k, E, H, Hk, I, Ik;

@@ -10,6 +10,13 @@
 
 namespace fp4moe::cuda {
 
+// SiLU of the FC1 epilogues: the hardware's fast exp and division (a few ulp in fp32, before h's
+// bf16 rounding: far inside the tolerances). IEEE division adds a slow-path branch per value:
+// in prefill its calling convention made the kernels keep their loop state in local memory; in
+// decode its convergence regions kept a task's values from overlapping, ~1 us of dependent math
+// at the end of every FC1 task (profiling build, qwen3-30b-a3b at one token, H200).
+__device__ __forceinline__ float silu_fast(float g) { return __fdividef(g, 1.0f + __expf(-g)); }
+
 // ---- PTX wrappers ----
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));

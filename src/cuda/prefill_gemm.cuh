@@ -82,11 +82,6 @@ __device__ __forceinline__ uint32_t fp4x2_to_bf16x2(uint32_t w, uint32_t scales)
   return *reinterpret_cast<uint32_t*>(&r);
 }
 
-// SiLU of the prefill epilogues: the hardware's fast exp and division (a few ulp in fp32, before
-// h's bf16 rounding: far inside the tolerances). IEEE division would add a slow-path call per
-// value, whose calling convention makes the kernels keep their loop state in local memory.
-__device__ __forceinline__ float silu_fast(float g) { return __fdividef(g, 1.0f + __expf(-g)); }
-
 // ---- the persistent tile loop's shared steps (both kernels) ----
 // Which expert, column block and token rows a tile is: tiles are m-tile-major (tile = m * nt +
 // ntile), and the routing wrote each m tile's expert and slot range (one load: a tile's start
