@@ -374,19 +374,21 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   })
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int P = p.T * p.k, E = p.E;
-  // Two atomics per CTA at launch, relaxed, their results used only after the routing prologue
-  // (their round trips overlap it; nothing waits for them before). Measured on an H200: with a
-  // load of the counter set's epoch and a release arrival among them instead (whose fence waited
-  // for the other two), thread 0 started the prologue 1.3 us after the CTA, and the prologue ended
-  // at 3.04 us instead of 2.40 (profiling build, qwen3-30b-a3b at one token); in-graph time 0.2-0.6
-  // us more at 1..8 tokens of qwen3-30b-a3b and nemotron (one lease, two runs each).
+  // One or two atomics per CTA at launch, relaxed, their results used only after the routing
+  // prologue (their round trips overlap it; nothing waits for them before). Measured on an H200:
+  // with a load of the counter set's epoch and a release arrival among them instead (whose fence
+  // waited for the other two), thread 0 started the prologue 1.3 us after the CTA, and the
+  // prologue ended at 3.04 us instead of 2.40 (profiling build, qwen3-30b-a3b at one token);
+  // in-graph time 0.2-0.6 us more at 1..8 tokens of qwen3-30b-a3b and nemotron (one lease, two
+  // runs each).
   // - The launch word (DecodeParams::counters): this CTA's arrival and the launch's counter set,
   //   read in one atomic, so the grid's last CTA to arrive knows every CTA has read the set.
   // - A one-round batch's order needs the CTA's place on its SM at launch (see the first round
   //   below). When the SM ids are 0..SMs-1 (%nsmid equals the SM count, as on the H200 measured),
   //   a counter per SM id gives it. The counter wraps to zero at ctas_per_sm: the grid is
   //   ctas_per_sm CTAs per SM, all resident, so every SM holds exactly that many, and the counter
-  //   is zero again when the launch ends, whatever the next launch's grid.
+  //   returns to zero by the launch's end (it starts at zero: every launch leaves it so),
+  //   whatever the next launch's grid. A tier past the grid's means that did not hold: a trap.
   const unsigned sms = gridDim.x / p.ctas_per_sm;
   const bool sm_ids_dense = static_cast<unsigned>(p.sm_ids) == sms;
   unsigned start_tier = 0, start_sm = 0;
@@ -541,6 +543,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     }
   }
   if (threadIdx.x == 0) {
+    if (start_tier >= static_cast<unsigned>(p.ctas_per_sm)) __trap();  // a count left over: see above
     s_start_cta = static_cast<int>(start_tier * sms + start_sm);
     s_epoch = static_cast<unsigned>(launch >> 32) & 1u;
   }
@@ -882,6 +885,7 @@ void decode_trace_reset() {
   if (cudaGetSymbolAddress(&p, g_trace_cta) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_cta));
   if (cudaGetSymbolAddress(&p, g_trace_chunk) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_chunk));
   if (cudaGetSymbolAddress(&p, g_trace_epi) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_epi));
+  if (cudaGetSymbolAddress(&p, g_trace_mark) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_mark));
 }
 void decode_trace_print() {
   static unsigned long long task[kTraceTasks][4], cta[kTraceCtas][4];
@@ -937,7 +941,8 @@ void decode_trace_print() {
       for (int kind = 1; kind <= 2; ++kind) {
         std::vector<double> d[3];
         for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i) {
-          if (task[i][3] == 0 || static_cast<int>(task[i][0] & 15) != kind || ep[i][0] == 0) continue;
+          // complete epilogues only (the splits of a K-split FC1 task but the last stamp only the pass)
+          if (task[i][3] == 0 || static_cast<int>(task[i][0] & 15) != kind || ep[i][0] == 0 || ep[i][3] == 0) continue;
           for (int s = 0; s < 3; ++s) d[s].push_back((static_cast<double>(ep[i][s + 1]) - static_cast<double>(ep[i][s])) * 1e-3);
         }
         if (d[0].empty()) continue;
