@@ -916,10 +916,11 @@ void decode_trace_print() {
   std::printf("    trace (us from the first CTA start): grid %d, tasks %d (Q %d, FC1 %d, FC2 %d); last CTA start %.2f; "
               "prologue end p50 %.2f max %.2f; CTA exit p50 %.2f max %.2f\n",
               meta[4], meta[0], meta[1], meta[2], meta[3], last_start, pct(pro, 0.5), pct(pro, 1), pct(ex, 0.5), pct(ex, 1));
+  const int ntask = std::min(meta[0], kTraceTasks);  // tasks with a record
   if (const char* path = std::getenv("FP4MOE_DECODE_TRACE_CSV")) {  // every task, for offline analysis
     if (std::FILE* f = std::fopen(path, "a")) {
       std::fprintf(f, "# launch\ntask,kind,warp,start_us,ready_us,end_us,sm\n");
-      for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i)
+      for (int i = 0; i < ntask; ++i)
         if (task[i][3])
           std::fprintf(f, "%d,%d,%llu,%.3f,%.3f,%.3f,%lld\n", i, static_cast<int>(task[i][0] & 15), task[i][0] >> 4,
                        (task[i][1] - t0) * 1e-3, task[i][2] ? (task[i][2] - t0) * 1e-3 : -1.0, (task[i][3] - t0) * 1e-3,
@@ -928,6 +929,7 @@ void decode_trace_print() {
     }
   }
   const char* names[4] = {"Q", "FC1", "FC2", "combine"};
+  auto recorded = [&](int i, int kind) { return task[i][3] != 0 && static_cast<int>(task[i][0] & 15) == kind; };
   {  // thread 0's prologue steps, and the FC1 and FC2 epilogues (p50 / max, us)
     static unsigned long long mk[kTraceCtas][kTraceMarks], ep[kTraceTasks][4];
     if (cudaMemcpyFromSymbol(mk, g_trace_mark, sizeof(mk)) == cudaSuccess &&
@@ -941,9 +943,9 @@ void decode_trace_print() {
       }
       for (int kind = 1; kind <= 2; ++kind) {
         std::vector<double> d[3];
-        for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i) {
+        for (int i = 0; i < ntask; ++i) {
           // complete epilogues only (the splits of a K-split FC1 task but the last stamp only the pass)
-          if (task[i][3] == 0 || static_cast<int>(task[i][0] & 15) != kind || ep[i][0] == 0 || ep[i][3] == 0) continue;
+          if (!recorded(i, kind) || ep[i][0] == 0 || ep[i][3] == 0) continue;
           for (int s = 0; s < 3; ++s) d[s].push_back((static_cast<double>(ep[i][s + 1]) - static_cast<double>(ep[i][s])) * 1e-3);
         }
         if (d[0].empty()) continue;
@@ -959,8 +961,8 @@ void decode_trace_print() {
       for (int kind = 1; kind <= 2; ++kind) {
         std::vector<double> wt, cp;
         std::vector<std::vector<double>> byc(kTraceChunks);
-        for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i) {
-          if (task[i][3] == 0 || static_cast<int>(task[i][0] & 15) != kind) continue;
+        for (int i = 0; i < ntask; ++i) {
+          if (!recorded(i, kind)) continue;
           const int w = static_cast<int>(task[i][0] >> 4);
           if (w >= kTraceWarpsC) continue;
           for (int c = 0; c < kTraceChunks && ch[w][c][0]; ++c) {
@@ -982,8 +984,8 @@ void decode_trace_print() {
   }
   for (int kind = 0; kind < 4; ++kind) {
     std::vector<double> st, rd, en, dur, wait;
-    for (int i = 0; i < std::min(meta[0], kTraceTasks); ++i) {
-      if (task[i][3] == 0 || static_cast<int>(task[i][0] & 15) != kind) continue;
+    for (int i = 0; i < ntask; ++i) {
+      if (!recorded(i, kind)) continue;
       st.push_back((task[i][1] - t0) * 1e-3);
       en.push_back((task[i][3] - t0) * 1e-3);
       dur.push_back((task[i][3] - task[i][1]) * 1e-3);
