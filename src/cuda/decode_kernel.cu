@@ -321,7 +321,7 @@ __device__ __forceinline__ void combine_task(const DecodeParams& p, const Routin
     // lane j waits for pair j's expert (top-k <= 32): all k waits at once
     const int slot = lane < p.k ? R.slot_of_pair[t * p.k + lane] : -1;  // -1: invalid id, skipped
     const int ej = slot >= 0 ? R.exp_of_slot[slot] : 0;
-    wait_counts(slot >= 0 ? &fc2_done[ej] : nullptr, static_cast<unsigned>(p.n2_tasks * token_tiles(R.count[ej])));
+    wait_counts(slot >= 0 ? &fc2_done[ej * kDecodeCounterStride] : nullptr, static_cast<unsigned>(p.n2_tasks * token_tiles(R.count[ej])));
   }
   FP4MOE_TRACE(t_ready = trace_now();)
   // z rows kPairs pairs at a time (their loads in flight together), added in pair order
@@ -545,6 +545,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     }
   }
   if (threadIdx.x == 0) {
+    // A count left over in a per-SM counter (its CTAs' arrivals not a multiple of ctas_per_sm)
+    // would show as a tier past the grid's, or as two CTAs of one place: the first is caught here.
+    if (start_tier >= static_cast<unsigned>(p.ctas_per_sm)) __trap();
     s_start_cta = static_cast<int>(start_tier * sms + start_sm);
     s_epoch = static_cast<unsigned>(launch >> 32) & 1u;
   }
@@ -554,8 +557,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   const int set_words = decode_counter_set(E, p.sm_ids);
   unsigned* const set = p.counters + kDecodeSmArrivalsAt + p.sm_ids + s_epoch * set_words;  // this launch's counters
   unsigned* q_done = set;
-  unsigned* fc1_done = set + E;
-  unsigned* fc2_done = set + 2 * E;
+  unsigned* fc1_done = set + E * kDecodeCounterStride;
+  unsigned* fc2_done = set + 2 * E * kDecodeCounterStride;
   const int nq = p.w4a4 ? nvalid : 0;
   const int n1 = ntile * p.n1_tasks, n2 = ntile * p.n2_tasks;
   // Combine tasks: 128 outputs, 8 pairs' z rows at once, up to kCombineNarrowTokens tokens; 256
@@ -607,7 +610,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // it holds, and tasks only wait on smaller ones: the smallest unfinished task is always running,
   // so the waits cannot deadlock.
   const bool dynamic = total > 2 * round;
-  unsigned* const task_claim = set + 3 * E;
+  unsigned* const task_claim = set + 3 * E * kDecodeCounterStride;
   unsigned claim = 0;  // lane 0: the task this warp takes next, claimed when the current one began
   // Where the first round goes. Every order below gives each warp one task of the round.
   // - One round (total <= round, the smallest batches): by the CTAs' place on their SM at launch -
@@ -655,7 +658,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   if (sm_ids_dense && (total <= round || (nq + n1 >= round && total <= 2 * round))) first = first_by_tier(s_start_cta);
   if (dynamic) {
     __shared__ int s_cta;
-    unsigned* const sm_arrive = set + 3 * E + 1;  // [sm_ids], then [kDecodeMaxTiers] per tier
+    unsigned* const sm_arrive = set + 3 * E * kDecodeCounterStride + 1;  // [sm_ids], then [kDecodeMaxTiers] per tier
     if (threadIdx.x == 0) {
       const unsigned sm = sm_id();
       if (sm >= static_cast<unsigned>(p.sm_ids)) __trap();  // an SM id past %nsmid
@@ -708,7 +711,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
           reinterpret_cast<uint4*>(dst + b * 16)[1] = o[1];
         }
       }
-      signal_count(&q_done[e], lane);
+      signal_count(&q_done[e * kDecodeCounterStride], lane);
     } else if (task < nq + n1s) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
       // split: -1 all of K, else which of the unit's nsplit ranges of K
@@ -729,7 +732,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       }
       float acc[2][4];
       auto wait_q = [&] {
-        if (p.w4a4) wait_count(&q_done[e], static_cast<unsigned>(R.count[e]), lane);
+        if (p.w4a4) wait_count(&q_done[e * kDecodeCounterStride], static_cast<unsigned>(R.count[e]), lane);
       };
       if (p.w4a4) task_pass(stream, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready);
       else task_pass(stream, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready);
@@ -818,7 +821,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
           }
         }
         FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][2] = trace_now();)
-        signal_count(&fc1_done[e], lane);
+        signal_count(&fc1_done[e * kDecodeCounterStride], lane);
         FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][3] = trace_now();)
       }
     } else if (task < nq + n1s + n2) {
@@ -831,7 +834,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       float acc[2][4];
       task_pass(stream, p.chunks2, st, lane, p.h, brow, p.Ik, acc, [&] {
         // all of h of the expert's tokens: every FC1 task of every one of its token tiles
-        wait_count(&fc1_done[e], static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
+        wait_count(&fc1_done[e * kDecodeCounterStride], static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
       }, t_ready);
       FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][0] = g_trace_epi[task][1] = trace_now();)
 #pragma unroll
@@ -847,7 +850,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
         }
       }
       FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][2] = trace_now();)
-      signal_count(&fc2_done[e], lane);
+      signal_count(&fc2_done[e * kDecodeCounterStride], lane);
       FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][3] = trace_now();)
     } else {
       // ---- combine: out[t] = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
@@ -872,7 +875,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // this one has ended: no ordering is needed within the launch.
   if (warp == 0 && static_cast<unsigned>(__shfl_sync(0xffffffffu, launch, 0)) == gridDim.x - 1) {
     unsigned* const next = p.counters + kDecodeSmArrivalsAt + p.sm_ids + (s_epoch ^ 1u) * set_words;
-    for (int i = lane; i < set_words; i += 32) next[i] = 0;
+    for (int i = lane; i < 3 * E; i += 32) next[i * kDecodeCounterStride] = 0;  // the completion counters
+    for (int i = 3 * E * kDecodeCounterStride + lane; i < set_words; i += 32) next[i] = 0;  // the rest
     // arrivals back to zero, launch count + 1 (the other set)
     if (lane == 0) atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), (1ull << 32) - gridDim.x);
   }
