@@ -85,9 +85,12 @@ inline constexpr int kDecodeMaxTiers = 32;  // CTAs per SM, at most (the hardwar
 // Words from one expert's completion counter to the next (q_done, fc1_done, fc2_done): each on
 // its own 128-byte line, so the warps that poll one expert's counter, and the tasks that signal
 // it, do not share a line (an L2 slice) with every other expert's. Measured on an H200 (one lease,
-// two runs each, against adjacent counters): faster in 17 of 18 cells of qwen3-30b-a3b, nemotron
-// and gpt-oss-120b at 1, 2 and 8 tokens - 0.1-0.3 us at 1..2 tokens, 0.5-1.2 us at 8 (nemotron
-// 74.1 -> 73.0 us); polling 4x less often instead (back-off up to 1 us) was 1-2.5 us slower.
+// two runs each, against adjacent counters), compiled for 4 CTAs per SM (106 registers): faster
+// in 17 of 18 cells of qwen3-30b-a3b, nemotron and gpt-oss-120b at 1, 2 and 8 tokens - 0.1-0.3 us
+// at 1..2 tokens, 0.5-1.2 us at 8 (nemotron 74.1 -> 73.0 us). As built, for 5 CTAs per SM (94
+// registers), it measured at parity with adjacent counters (another lease, one run each: within
+// +-0.5 us in those 9 cells, gpt-oss-120b at 8 tokens 103.8 -> 102.9). Polling 4x less often
+// instead (back-off up to 1 us) was 1-2.5 us slower.
 inline constexpr int kDecodeCounterStride = 32;
 __host__ __device__ inline int decode_counter_set(int E, int sm_ids) {
   return 3 * E * kDecodeCounterStride + 1 + sm_ids + kDecodeMaxTiers;
