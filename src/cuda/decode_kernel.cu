@@ -87,6 +87,9 @@ __device__ __forceinline__ unsigned sm_id() {
   return sm;
 }
 
+// Expert e's completion counter among those of one kind (q_done, fc1_done or fc2_done).
+__device__ __forceinline__ unsigned* done_ctr(unsigned* kind, int e) { return kind + e * kDecodeCounterStride; }
+__device__ __forceinline__ const unsigned* done_ctr(const unsigned* kind, int e) { return kind + e * kDecodeCounterStride; }
 __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
   unsigned v;
   asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
@@ -321,7 +324,7 @@ __device__ __forceinline__ void combine_task(const DecodeParams& p, const Routin
     // lane j waits for pair j's expert (top-k <= 32): all k waits at once
     const int slot = lane < p.k ? R.slot_of_pair[t * p.k + lane] : -1;  // -1: invalid id, skipped
     const int ej = slot >= 0 ? R.exp_of_slot[slot] : 0;
-    wait_counts(slot >= 0 ? &fc2_done[ej * kDecodeCounterStride] : nullptr, static_cast<unsigned>(p.n2_tasks * token_tiles(R.count[ej])));
+    wait_counts(slot >= 0 ? done_ctr(fc2_done, ej) : nullptr, static_cast<unsigned>(p.n2_tasks * token_tiles(R.count[ej])));
   }
   FP4MOE_TRACE(t_ready = trace_now();)
   // z rows kPairs pairs at a time (their loads in flight together), added in pair order
@@ -388,9 +391,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   //   a counter per SM id gives it. The counter wraps to zero at ctas_per_sm: the grid is
   //   ctas_per_sm CTAs per SM, all resident, so every SM holds exactly that many, and the counter
   //   returns to zero by the launch's end (it starts at zero: every launch leaves it so),
-  //   whatever the next launch's grid. (Were that ever not so, a count left over would give two
-  //   CTAs one place and no trap would catch it; the trap of the non-wrapping counter before was
-  //   not added back, for want of GPU time to validate the change.)
+  //   whatever the next launch's grid. (Were that ever not so, a count left over would give a
+  //   tier past the grid's - trapped after the prologue - or two CTAs one place.)
   const unsigned sms = gridDim.x / p.ctas_per_sm;
   const bool sm_ids_dense = static_cast<unsigned>(p.sm_ids) == sms;
   unsigned start_tier = 0, start_sm = 0;
@@ -557,7 +559,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   const int set_words = decode_counter_set(E, p.sm_ids);
   unsigned* const set = p.counters + kDecodeSmArrivalsAt + p.sm_ids + s_epoch * set_words;  // this launch's counters
   unsigned* q_done = set;
-  unsigned* fc1_done = set + E * kDecodeCounterStride;
+  unsigned* fc1_done = set + E * kDecodeCounterStride;  // the kinds follow each other, E counters apart
   unsigned* fc2_done = set + 2 * E * kDecodeCounterStride;
   const int nq = p.w4a4 ? nvalid : 0;
   const int n1 = ntile * p.n1_tasks, n2 = ntile * p.n2_tasks;
@@ -610,7 +612,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // it holds, and tasks only wait on smaller ones: the smallest unfinished task is always running,
   // so the waits cannot deadlock.
   const bool dynamic = total > 2 * round;
-  unsigned* const task_claim = set + 3 * E * kDecodeCounterStride;
+  unsigned* const task_claim = set + decode_done_words(E);
   unsigned claim = 0;  // lane 0: the task this warp takes next, claimed when the current one began
   // Where the first round goes. Every order below gives each warp one task of the round.
   // - One round (total <= round, the smallest batches): by the CTAs' place on their SM at launch -
@@ -658,7 +660,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   if (sm_ids_dense && (total <= round || (nq + n1 >= round && total <= 2 * round))) first = first_by_tier(s_start_cta);
   if (dynamic) {
     __shared__ int s_cta;
-    unsigned* const sm_arrive = set + 3 * E * kDecodeCounterStride + 1;  // [sm_ids], then [kDecodeMaxTiers] per tier
+    unsigned* const sm_arrive = set + decode_done_words(E) + 1;  // [sm_ids], then [kDecodeMaxTiers] per tier
     if (threadIdx.x == 0) {
       const unsigned sm = sm_id();
       if (sm >= static_cast<unsigned>(p.sm_ids)) __trap();  // an SM id past %nsmid
@@ -711,7 +713,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
           reinterpret_cast<uint4*>(dst + b * 16)[1] = o[1];
         }
       }
-      signal_count(&q_done[e * kDecodeCounterStride], lane);
+      signal_count(done_ctr(q_done, e), lane);
     } else if (task < nq + n1s) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
       // split: -1 all of K, else which of the unit's nsplit ranges of K
@@ -732,7 +734,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       }
       float acc[2][4];
       auto wait_q = [&] {
-        if (p.w4a4) wait_count(&q_done[e * kDecodeCounterStride], static_cast<unsigned>(R.count[e]), lane);
+        if (p.w4a4) wait_count(done_ctr(q_done, e), static_cast<unsigned>(R.count[e]), lane);
       };
       if (p.w4a4) task_pass(stream, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready);
       else task_pass(stream, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready);
@@ -821,7 +823,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
           }
         }
         FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][2] = trace_now();)
-        signal_count(&fc1_done[e * kDecodeCounterStride], lane);
+        signal_count(done_ctr(fc1_done, e), lane);
         FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][3] = trace_now();)
       }
     } else if (task < nq + n1s + n2) {
@@ -834,7 +836,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       float acc[2][4];
       task_pass(stream, p.chunks2, st, lane, p.h, brow, p.Ik, acc, [&] {
         // all of h of the expert's tokens: every FC1 task of every one of its token tiles
-        wait_count(&fc1_done[e * kDecodeCounterStride], static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
+        wait_count(done_ctr(fc1_done, e), static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
       }, t_ready);
       FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][0] = g_trace_epi[task][1] = trace_now();)
 #pragma unroll
@@ -850,7 +852,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
         }
       }
       FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][2] = trace_now();)
-      signal_count(&fc2_done[e * kDecodeCounterStride], lane);
+      signal_count(done_ctr(fc2_done, e), lane);
       FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][3] = trace_now();)
     } else {
       // ---- combine: out[t] = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
@@ -876,7 +878,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   if (warp == 0 && static_cast<unsigned>(__shfl_sync(0xffffffffu, launch, 0)) == gridDim.x - 1) {
     unsigned* const next = p.counters + kDecodeSmArrivalsAt + p.sm_ids + (s_epoch ^ 1u) * set_words;
     for (int i = lane; i < 3 * E; i += 32) next[i * kDecodeCounterStride] = 0;  // the completion counters
-    for (int i = 3 * E * kDecodeCounterStride + lane; i < set_words; i += 32) next[i] = 0;  // the rest
+    for (int i = decode_done_words(E) + lane; i < set_words; i += 32) next[i] = 0;  // the rest
     // arrivals back to zero, launch count + 1 (the other set)
     if (lane == 0) atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), (1ull << 32) - gridDim.x);
   }

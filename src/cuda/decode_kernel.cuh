@@ -54,8 +54,9 @@ struct DecodeParams {
   //   2^32 - grid: arrivals back to zero, one launch more); [2] pairs with an expert id outside
   //   [0, E) (cumulative, read and cleared by the host); [3, 3 + sm_ids) CTA arrivals at launch
   //   per SM id (each wraps to zero at ctas_per_sm); then two sets of decode_counter_set() words
-  //   - q_done[E], fc1_done[E], fc2_done[E] (kDecodeCounterStride words apart), task claims, CTA arrivals after the prologue per SM
-  //   id [sm_ids] and per tier [kDecodeMaxTiers].
+  //   - q_done[E], fc1_done[E], fc2_done[E] (kDecodeCounterStride words apart: see
+  //   decode_done_words), task claims, CTA arrivals after the prologue per SM id [sm_ids] and per
+  //   tier [kDecodeMaxTiers].
   unsigned* counters;
   unsigned* invalid;   // counters + kDecodeInvalidIdCounter
   int T, k, E, H, Hk, I, Ik;
@@ -90,10 +91,13 @@ inline constexpr int kDecodeMaxTiers = 32;  // CTAs per SM, at most (the hardwar
 // at 1..2 tokens, 0.5-1.2 us at 8 (nemotron 74.1 -> 73.0 us). As built, for 5 CTAs per SM (94
 // registers), it measured at parity with adjacent counters (another lease, one run each: within
 // +-0.5 us in those 9 cells, gpt-oss-120b at 8 tokens 103.8 -> 102.9). Polling 4x less often
-// instead (back-off up to 1 us) was 1-2.5 us slower.
+// instead (back-off up to 1 us) was 0.7-2.5 us slower.
 inline constexpr int kDecodeCounterStride = 32;
+// Words of a set's completion counters (q_done, fc1_done, fc2_done: E each), which begin the set;
+// expert e's counter of a kind is at kind * E * kDecodeCounterStride + e * kDecodeCounterStride.
+__host__ __device__ inline int decode_done_words(int E) { return 3 * E * kDecodeCounterStride; }
 __host__ __device__ inline int decode_counter_set(int E, int sm_ids) {
-  return 3 * E * kDecodeCounterStride + 1 + sm_ids + kDecodeMaxTiers;
+  return decode_done_words(E) + 1 + sm_ids + kDecodeMaxTiers;
 }
 
 // An FC1 or FC2 task covers one token tile: up to 8 tokens (the MMA's N) of one expert; an
