@@ -20,6 +20,14 @@ for step in "${@:-all}"; do
         "$t" --gtest_brief=1 2>&1 | tee "$OUT/$(basename "$t").log" | grep -E "rel_l2|FAILED|PASSED|SKIPPED|Failure|error" | tail -80
         [ "${PIPESTATUS[0]}" = 0 ] || status=1
       done
+      # the decode backend's wide kernel on every preset batch it can take (by default it takes
+      # only 1..2 tokens of shapes whose output tiles do not outnumber the SMs)
+      if [ -x "$DIR"/test_decode ]; then
+        FP4MOE_DECODE_WIDE=64 "$DIR"/test_decode --gtest_brief=1 --gtest_filter='Models/DecodePreset.*' > "$OUT/test_decode_wide.log" 2>&1
+        rc=$?
+        echo "test_decode presets (FP4MOE_DECODE_WIDE=64): rc=$rc $(grep -E 'PASSED|FAILED' "$OUT/test_decode_wide.log" | head -2 | tr '\n' ' ')"
+        [ $rc = 0 ] || status=1
+      fi
       # the prefill backend's mma.sync path (what sm_80 runs), forced on this GPU
       if [ -x "$DIR"/test_prefill ]; then
         FP4MOE_PREFILL_MMA=sync "$DIR"/test_prefill --gtest_brief=1 > "$OUT/test_prefill_sync.log" 2>&1

@@ -56,13 +56,34 @@ inline constexpr int kDecodeStagingPieces = kDecodeDepth * 2 + 4 + kDecodeDepth 
 // registers at once) for batches of up to kCombineNarrowTokens tokens.
 inline constexpr int kCombineCols = 256, kCombineColsNarrow = 128, kCombineNarrowTokens = 4;
 
+// Shared memory of the routing tables for P = T * k pairs, E experts and a CTA of nwarps warps.
+inline size_t decode_routing_bytes(int P, int E, int nwarps) {
+  // per pair 4 shorts; per expert a token mask and 4 ints; the scan's warp sums; 4 scalars
+  const size_t routing = static_cast<size_t>(P) * (2 + 2 + 2 + 2) + static_cast<size_t>(E) * (8 + 4 * 4) +
+                         static_cast<size_t>(nwarps) * 8 + 16;
+  return ((routing + 15) / 16) * 16;
+}
+
 // Dynamic shared memory of one CTA for P = T * k pairs and E experts.
 inline size_t decode_smem_bytes(int P, int E) {
   const size_t staging = static_cast<size_t>(kDecodeWarps) * kDecodeStagingPieces * 512;
-  // per pair 4 shorts; per expert a token mask and 4 ints; the scan's warp sums; 4 scalars
-  const size_t routing = static_cast<size_t>(P) * (2 + 2 + 2 + 2) + static_cast<size_t>(E) * (8 + 4 * 4) +
-                         kDecodeWarps * 8 + 16;
-  return staging + ((routing + 15) / 16) * 16;
+  return staging + decode_routing_bytes(P, E, kDecodeWarps);
+}
+
+// The wide decode kernel (small batches: decode_kernel.cuh): one CTA of kWideWarps warps per SM,
+// for batches of at most kWideMaxPairs routed pairs.
+inline constexpr int kWideWarps = 16;
+inline constexpr int kWideMaxPairs = 64;
+// The largest batch the decode backend gives the wide kernel by default (see setup_wide in
+// decode.cu for the rule and what it was measured against).
+inline constexpr int64_t kDecodeWideTokens = 2;
+// Partial FC2 results a CTA holds at once (512 bytes each): an item per token tile and K range.
+inline constexpr int kWideZItems = kWideMaxPairs > kWideWarps ? kWideMaxPairs : kWideWarps;
+// Its dynamic shared memory: staging per warp, an FC1 partial sum per warp (1 KB), the FC2
+// partial results, the routing tables.
+inline size_t decode_wide_smem_bytes(int P, int E) {
+  return static_cast<size_t>(kWideWarps) * (kDecodeStagingPieces * 512 + 1024) + static_cast<size_t>(kWideZItems) * 512 +
+         decode_routing_bytes(P, E, kWideWarps);
 }
 
 // The prefill backend (hundreds to tens of thousands of tokens): routed pairs grouped by

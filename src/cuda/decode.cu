@@ -2,8 +2,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "cuda/backend_api.hpp"
@@ -173,7 +175,8 @@ class DecodeKernel final : public MoeKernel {
     p.pf_chunks = ls.fc1_first_round ? std::min<int>(kDecodeDepth, p.chunks1) : 0;
     p.part = ws_part_;
     p.split_ctr = split_ctr_;
-    launch(p, ls, static_cast<cudaStream_t>(stream));
+    if (T <= wide_max_tokens_) launch_wide(p, static_cast<cudaStream_t>(stream));
+    else launch(p, ls, static_cast<cudaStream_t>(stream));
   }
 
   int64_t take_invalid_id_count() override {
@@ -209,15 +212,60 @@ class DecodeKernel final : public MoeKernel {
     for (const DecodeLaunchShape& ls : shape_) max_grid_ = std::max<int>(max_grid_, ls.ctas_per_sm * prop.multiProcessorCount);
     sms_ = prop.multiProcessorCount;
     sm_ids_ = sm_id_bound();
+    setup_wide(prop);
   }
 
-  // The kernel's dynamic shared memory limit is one per process and device: only ever raised, so
+  // The wide kernel (decode_kernel.cuh) takes batches of up to wide_max_tokens_ tokens, within
+  // kWideMaxPairs routed pairs and when one CTA of it fits each SM with that batch's shared memory:
+  // by default up to kDecodeWideTokens tokens when each CTA owns at most one 16-row output tile
+  // (H <= 16 x SMs); FP4MOE_DECODE_WIDE=N sets N tokens whatever the shape (0: never - tests and
+  // measurements run either kernel on any batch this way). Measured on an H200 (two runs each,
+  // against the fused kernel, us): qwen3-30b-a3b 18.7 -> 18.45 at one token, 23.7 -> 22.5 at two,
+  // 30.0 -> 36.7 at four; where the tiles outnumber the SMs the CTAs with two run FC2 twice:
+  // nemotron (168 tiles) 24.6 -> 26.5 and 32.8 -> 37.0, deepseek-v3 (448) 61 -> 76 at one token;
+  // gpt-oss-120b (180) 33.2 -> 31.9 at one token but 40.0 -> 46.6 at two.
+  void setup_wide(const cudaDeviceProp& prop) {
+    const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
+    int64_t want = spec_.hidden <= int64_t{16} * prop.multiProcessorCount ? kDecodeWideTokens : 0;
+    if (const char* env = std::getenv("FP4MOE_DECODE_WIDE"); env && *env) want = std::max(0, std::atoi(env));
+    const int64_t T = std::min({want, max_tokens_, int64_t{kWideMaxPairs / k}});
+    wide_max_tokens_ = 0;
+    if (T < 1) return;
+    const void* fn = wide_decode_kernel_ptr();
+    cudaFuncAttributes fa{};
+    FP4MOE_CUDA_CHECK(cudaFuncGetAttributes(&fa, fn));
+    const size_t smem = decode_wide_smem_bytes(static_cast<int>(T * k), E);
+    if (smem + fa.sharedSizeBytes > prop.sharedMemPerBlockOptin) return;
+    raise_dynamic_smem_limit(fn, device_, smem);
+    int n = 0;
+    FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, kWideWarps * 32, smem));
+    if (n < 1) return;
+    wide_max_tokens_ = T;
+    wide_smem_ = smem;
+  }
+
+  void launch_wide(DecodeParams& p, cudaStream_t stream) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(sms_));
+    cfg.blockDim = dim3(kWideWarps * 32);
+    cfg.dynamicSmemBytes = wide_smem_;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;  // all CTAs resident: the per-expert waits cannot deadlock
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    void* args[] = {&p};
+    FP4MOE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, wide_decode_kernel_ptr(), args));
+  }
+
+  // A kernel's dynamic shared memory limit is one per process and device: only ever raised, so
   // that an object built later with a smaller routing table leaves an earlier one's launches valid.
   static void raise_dynamic_smem_limit(const void* fn, int device, size_t smem) {
     static std::mutex m;
-    static std::map<int, size_t> limit;
+    static std::map<std::pair<const void*, int>, size_t> limit;
     std::lock_guard<std::mutex> lock(m);
-    size_t& cur = limit[device];
+    size_t& cur = limit[{fn, device}];
     if (smem <= cur) return;
     FP4MOE_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     cur = smem;
@@ -269,6 +317,8 @@ class DecodeKernel final : public MoeKernel {
   const void* fn_ = nullptr;
   std::vector<DecodeLaunchShape> shape_;  // [tokens - 1]
   int max_grid_ = 0, sms_ = 0, sm_ids_ = 0;
+  int64_t wide_max_tokens_ = 0;  // batches of up to this many tokens run the wide kernel
+  size_t wide_smem_ = 0;
 };
 
 }  // namespace

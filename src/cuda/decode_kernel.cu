@@ -29,6 +29,9 @@ __device__ unsigned long long g_trace_chunk[kTraceWarpsC][kTraceChunks][2];
 constexpr int kTraceMarks = 5;
 __device__ unsigned long long g_trace_mark[kTraceCtas][kTraceMarks];
 __device__ unsigned long long g_trace_epi[kTraceTasks][4];
+// The wide kernel, per CTA and warp: the steps of kWideSteps (decode_trace_print), 0 = not reached
+constexpr int kWideSteps = 8;
+__device__ unsigned long long g_trace_wide[kTraceCtas][kWideWarps][kWideSteps];
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -181,16 +184,21 @@ struct Staging {
 // writes those rows again in this launch (the combine reads z the same way). Measured on an H200:
 // x from L2 only was 10-40% slower; h and xq from L2 only, 2-21% slower in W4A16 and 2-29% in
 // W4A4 (qwen3, nemotron, gpt-oss-120b at 1..64 tokens, one lease; the most at 64 tokens).
-template <typename BeforeB>
+//
+// kTiles = 1 streams one 16-row tile of the task (ts then points at that tile's pieces; the wide
+// kernel's FC2). phase (0..7) is the first chunk's place in its scale group when the pass starts
+// inside a group (ts.s then points at that group): its scales are loaded with the first chunk.
+template <int kTiles, typename BeforeB>
 __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const Staging& st, int lane,
-                                          const __nv_bfloat16* bbase, int brow, int kvalid, float (&acc)[2][4],
-                                          BeforeB before_b, unsigned long long& t_ready) {
+                                          const __nv_bfloat16* bbase, int brow, int kvalid, float (&acc)[kTiles][4],
+                                          BeforeB before_b, unsigned long long& t_ready, int phase = 0) {
   constexpr int D = kDecodeDepth;
   static_assert(D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
+  static_assert(kTiles == 1 || kTiles == 2, "a task has two tiles");
   (void)t_ready;  // stamped in the profiling build only
   const int q = lane & 3;
 #pragma unroll
-  for (int t = 0; t < 2; ++t)
+  for (int t = 0; t < kTiles; ++t)
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[t][i] = 0.0f;
 
@@ -201,14 +209,14 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
   const uint64_t pol = l2_evict_first_policy();
   auto issue_w = [&](int slot, int c) {  // chunk c's weights (issued in order)
     if (c < nch) {
-      if ((c & 7) == 0) {
-        const int gs = (c >> 3) & 1;
+      if (((phase + c) & 7) == 0 || (phase != 0 && c == 0)) {
+        const int gs = ((phase + c) >> 3) & 1;
         cp_async16_weights(&st.s[(gs * 2 + 0) * 32 + lane], ssrc, pol);
-        cp_async16_weights(&st.s[(gs * 2 + 1) * 32 + lane], ssrc + 512, pol);
+        if (kTiles == 2) cp_async16_weights(&st.s[(gs * 2 + 1) * 32 + lane], ssrc + 512, pol);
         ssrc += ts.stride;
       }
       cp_async16_weights(&st.w[(slot * 2 + 0) * 32 + lane], wsrc, pol);
-      cp_async16_weights(&st.w[(slot * 2 + 1) * 32 + lane], wsrc + 512, pol);
+      if (kTiles == 2) cp_async16_weights(&st.w[(slot * 2 + 1) * 32 + lane], wsrc + 512, pol);
       wsrc += ts.stride;
     }
   };
@@ -249,16 +257,17 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
     FP4MOE_TRACE(if (c == 0) t_ready = trace_now();)
     FP4MOE_TRACE(const int twarp = blockIdx.x * kDecodeWarps + (threadIdx.x >> 5);
                  if (lane == 0 && twarp < kTraceWarpsC && c < kTraceChunks) g_trace_chunk[twarp][c][0] = trace_now();)
-    const int slot = c & (D - 1), u = c & 7;
+    const int slot = c & (D - 1), u = (phase + c) & 7;
     const uint4 w0 = st.w[(slot * 2 + 0) * 32 + lane];
-    const uint4 w1 = st.w[(slot * 2 + 1) * 32 + lane];
+    const uint4 w1 = kTiles == 2 ? st.w[(slot * 2 + 1) * 32 + lane] : w0;
     const uint4 bv[2] = {st.b[(slot * 2 + 0) * 32 + lane], st.b[(slot * 2 + 1) * 32 + lane]};
     const uint32_t* bw = reinterpret_cast<const uint32_t*>(&bv[0]);
-    __nv_bfloat162 s_lo[2], s_hi[2];
+    __nv_bfloat162 s_lo[kTiles], s_hi[kTiles];
 #pragma unroll
-    for (int t = 0; t < 2; ++t) {
+    for (int t = 0; t < kTiles; ++t) {
       // this chunk's two scale bytes (rows r, r + 8) of the group's 16-byte lane slice
-      const uint32_t sw = reinterpret_cast<const uint32_t*>(&st.s[(((c >> 3) & 1) * 2 + t) * 32 + lane])[u >> 1];
+      const uint32_t sw =
+          reinterpret_cast<const uint32_t*>(&st.s[((((phase + c) >> 3) & 1) * 2 + t) * 32 + lane])[u >> 1];
       const uint32_t pair = (u & 1) ? (sw >> 16) : (sw & 0xFFFF);
       // e4m3x2 -> f16x2 -> f32 x 2^63 -> bf16x2 (all exact), then (s_r, s_r) and (s_r8, s_r8)
       const float2 sf = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3)));
@@ -273,14 +282,14 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
     const uint32_t wv[2][4] = {{w0.x, w0.y, w0.z, w0.w}, {w1.x, w1.y, w1.z, w1.w}};
 #pragma unroll
     for (int m = 0; m < 4; ++m) {
-      uint32_t a0[4], a1[4];
-      dequant_word(wv[0][m], s_lo[0], s_hi[0], a0);
-      dequant_word(wv[1][m], s_lo[1], s_hi[1], a1);
-      mma_bf16(acc[0], a0, bw[2 * m], bw[2 * m + 1]);
-      mma_bf16(acc[1], a1, bw[2 * m], bw[2 * m + 1]);
+      uint32_t a[kTiles][4];
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) dequant_word(wv[t][m], s_lo[t], s_hi[t], a[t]);
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) mma_bf16(acc[t], a[t], bw[2 * m], bw[2 * m + 1]);
     }
     FP4MOE_TRACE(if (lane == 0 && twarp < kTraceWarpsC && c < kTraceChunks) {
-      const uint32_t dep = __float_as_uint(acc[0][0] + acc[1][3]);  // the stamp after the MMAs' results
+      const uint32_t dep = __float_as_uint(acc[0][0] + acc[kTiles - 1][3]);  // the stamp after the MMAs' results
       g_trace_chunk[twarp][c][1] = trace_now() + (dep == 0x7fffffffu);
     })
   }
@@ -367,75 +376,12 @@ __device__ __forceinline__ void combine_task(const DecodeParams& p, const Routin
   }
 }
 
-}  // namespace
-
-__global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_decode_kernel(DecodeParams p) {
-  constexpr int D = kDecodeDepth;
-  extern __shared__ __align__(16) unsigned char smem[];
-  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) {
-    g_trace_cta[blockIdx.x][0] = trace_now(), g_trace_cta[blockIdx.x][3] = sm_id();
-  })
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int P = p.T * p.k, E = p.E;
-  // One or two atomics per CTA at launch, relaxed, their results used only after the routing
-  // prologue (their round trips overlap it; nothing waits for them before). Measured on an H200:
-  // with a load of the counter set's epoch and a release arrival among them instead (whose fence
-  // waited for the other two), thread 0 started the prologue 1.3 us after the CTA, and the
-  // prologue ended at 3.04 us instead of 2.40 (profiling build, qwen3-30b-a3b at one token);
-  // in-graph time 0.2-0.6 us more at 1..8 tokens of qwen3-30b-a3b and nemotron (one lease, two
-  // runs each).
-  // - The launch word (DecodeParams::counters): this CTA's arrival and the launch's counter set,
-  //   read in one atomic, so the grid's last CTA to arrive knows every CTA has read the set.
-  // - A one-round batch's order needs the CTA's place on its SM at launch (see the first round
-  //   below). When the SM ids are 0..SMs-1 (%nsmid equals the SM count, as on the H200 measured),
-  //   a counter per SM id gives it. The counter wraps to zero at ctas_per_sm: the grid is
-  //   ctas_per_sm CTAs per SM, all resident, so every SM holds exactly that many, and the counter
-  //   returns to zero by the launch's end (it starts at zero: every launch leaves it so),
-  //   whatever the next launch's grid. (Were that ever not so, a count left over would give a
-  //   tier past the grid's - trapped after the prologue - or two CTAs one place.)
-  const unsigned sms = gridDim.x / p.ctas_per_sm;
-  const bool sm_ids_dense = static_cast<unsigned>(p.sm_ids) == sms;
-  unsigned start_tier = 0, start_sm = 0;
-  unsigned long long launch = 0;  // the launch word before this CTA's arrival
-  if (threadIdx.x == 0) {
-    if (sm_ids_dense) {
-      start_sm = sm_id();
-      start_tier = atomicInc(&p.counters[kDecodeSmArrivalsAt + start_sm], static_cast<unsigned>(p.ctas_per_sm - 1));
-    }
-    launch = atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), 1ull);
-  }
-  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][0] = trace_now();)
-  __shared__ int s_start_cta;
-  __shared__ unsigned s_epoch;
-  // The first FC1 chunks into L2 while the tables are built (DecodeParams::pf_chunks). Measured on
-  // an H200 (one lease, two runs each, against none): 0.4-0.8 us faster at 1 and 2 tokens of
-  // qwen3-30b-a3b, nemotron and gpt-oss-120b (qwen3 at 1 20.05 -> 19.3 us), within +-0.2 us
-  // at 4 and 8; 8 chunks instead of 4 no better. (An L2 prefetch of a waiting FC2 task's
-  // remaining chunks, issued once its expert's first FC1 task, or half of them, had ended, was
-  // 1-17% slower at 1..8 tokens, as one at the start of the wait had been.)
-  if (p.pf_chunks > 0) {  // segment 0 is the first scale group, then chunks 0, 1, ...
-    const int seg = p.n1_tasks * 8;  // 128-byte lines of one chunk (or scale group) of all tasks
-    const int total = (p.pf_chunks + 1) * P * seg;
-    const long long stride = static_cast<long long>(p.n1_tasks) * 1024;
-    for (int g = blockIdx.x * blockDim.x + threadIdx.x; g < total; g += gridDim.x * blockDim.x) {
-      const int l = g % seg, i = (g / seg) % P, s = g / (seg * P);
-      const int e = p.ids[i];
-      if (e < 0 || e >= E) continue;
-      const uint8_t* a = p.w1 + static_cast<long long>(e) * p.expert1_bytes + (s == 0 ? p.chunks1 : s - 1) * stride + l * 128;
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
-    }
-  }
-  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][1] = trace_now();)
-
-  Staging st;
-  st.w = reinterpret_cast<uint4*>(smem) + warp * kDecodeStagingPieces * 32;
-  st.s = st.w + D * 2 * 32;
-  st.b = st.s + 4 * 32;
-  unsigned char* rbase = smem + kDecodeWarps * kDecodeStagingPieces * 512;
+// The routing tables in shared memory at rbase (decode_smem_bytes: P pairs, E experts, nwarps warps).
+__device__ __forceinline__ Routing carve_routing(unsigned char* rbase, int P, int E, int nwarps) {
   Routing R;
   R.tokens = reinterpret_cast<unsigned long long*>(rbase);
   R.warp_sums = R.tokens + E;
-  R.count = reinterpret_cast<int*>(R.warp_sums + kDecodeWarps);
+  R.count = reinterpret_cast<int*>(R.warp_sums + nwarps);
   R.off = R.count + E;
   R.active = R.off + E;
   R.base = R.active + E;
@@ -445,6 +391,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   R.exp_of_slot = R.tok_of_slot + P;
   R.tile_act = R.exp_of_slot + P;
 
+  return R;
+}
+
+// The prologue every CTA runs, redundantly, with all its threads: the routed pairs compacted per
+// expert into slots, in a deterministic order (expert, then pair index), so every CTA agrees.
+__device__ __forceinline__ void build_routing(const DecodeParams& p, Routing R, int P, int E, int lane, int warp) {
   // ---- prologue: deterministic per-expert compaction of the routed pairs, by (expert, pair) ----
   // Every CTA builds the same tables, in parallel: counts and token masks with shared-memory
   // integer atomics (order-free); one block-wide scan over the experts gives the offsets, the
@@ -546,6 +498,194 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       __syncwarp();
     }
   }
+}
+
+// Q (W4A4): one slot's x row quantized with its expert's FC1 input scale into xq.
+__device__ __forceinline__ void quantize_slot(const DecodeParams& p, const Routing& R, int slot, const Staging& st,
+                                              int lane) {
+  const int e = R.exp_of_slot[slot];
+  const float is = p.a13[e];
+  const __nv_bfloat16* xr = p.x + static_cast<long long>(R.tok_of_slot[slot]) * p.H;
+  __nv_bfloat16* dst = p.xq + static_cast<long long>(slot) * p.Hk;
+  // the row's 16-blocks, kQBlocks per lane at a time, copied into the warp's staging
+  // (lane-private slices) with all their loads in flight together, then quantized: one
+  // round trip per 32 * kQBlocks blocks instead of one per 32 (blocks past H are zero)
+  constexpr int kQBlocks = kDecodeStagingPieces / 2;
+  const int nb = p.Hk / 16, nbx = p.H / 16;
+  for (int b0 = 0; b0 < nb; b0 += 32 * kQBlocks) {
+#pragma unroll
+    for (int u = 0; u < kQBlocks; ++u) {
+      const int b = b0 + u * 32 + lane;
+      if (b < nbx) {
+        cp_async16<true>(&st.w[(2 * u + 0) * 32 + lane], xr + b * 16);
+        cp_async16<true>(&st.w[(2 * u + 1) * 32 + lane], xr + b * 16 + 8);
+      }
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+#pragma unroll 1
+    for (int u = 0; u < kQBlocks; ++u) {
+      const int b = b0 + u * 32 + lane;
+      if (b >= nb) break;
+      uint4 o[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+      if (b < nbx) {
+        o[0] = st.w[(2 * u + 0) * 32 + lane], o[1] = st.w[(2 * u + 1) * 32 + lane];
+        quantize_bf16_block16(o, is);
+      }
+      reinterpret_cast<uint4*>(dst + b * 16)[0] = o[0];
+      reinterpret_cast<uint4*>(dst + b * 16)[1] = o[1];
+    }
+  }
+}
+
+// The FC1 epilogue of one task (row task w of an expert, token tile of cnt tokens from slot off):
+// the epilogue scale, the activation, in W4A4 the FP4 re-quantization, and h's bf16 stores.
+__device__ __forceinline__ void fc1_epilogue(const DecodeParams& p, const float (&acc)[2][4], float g1, float is2, int w,
+                                             int cnt, int off, int lane, int task) {
+  (void)task;  // the profiling build's stamps
+  const int r = lane >> 2, q = lane & 3;
+  // thread holds, per tile, rows (r, r + 8) x tokens (2q, 2q + 1)
+  float hv[2][2][2];  // [tile][row half or - for SwiGLU - unused][token]
+#pragma unroll
+  for (int t = 0; t < 2; ++t)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const float y0 = __fmul_rn(acc[t][j], g1), y1 = __fmul_rn(acc[t][2 + j], g1);
+      if (p.swiglu) {
+        hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(silu_fast(y0), y1)));
+        hv[t][1][j] = 0.0f;
+      } else {
+        const float r0 = fmaxf(y0, 0.0f), r1 = fmaxf(y1, 0.0f);
+        hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r0, r0)));
+        hv[t][1][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r1, r1)));
+      }
+    }
+  if (p.w4a4) {
+    // 16-blocks along i: SwiGLU - the task's 16 i (both tiles); ReLU^2 - each tile.
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      float m0 = fmaxf(fabsf(hv[0][0][j]), fabsf(hv[0][1][j]));
+      float m1 = fmaxf(fabsf(hv[1][0][j]), fabsf(hv[1][1][j]));
+      if (p.swiglu) m0 = m1 = fmaxf(m0, m1);
+#pragma unroll
+      for (int d = 4; d < 32; d <<= 1) {
+        m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, d));
+        m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, d));
+      }
+      const float s0 = act_block_scale(m0, is2), s1 = act_block_scale(m1, is2);
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        hv[0][hh][j] = act_quant_value(hv[0][hh][j], s0, is2);
+        hv[1][hh][j] = act_quant_value(hv[1][hh][j], s1, is2);
+      }
+    }
+  }
+  FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][1] = trace_now();)
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int tj = 2 * q + j;
+    if (tj >= cnt) continue;
+    __nv_bfloat16* hrow = p.h + static_cast<long long>(off + tj) * p.Ik;
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+      if (p.swiglu) {
+        hrow[16 * w + 8 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
+      } else {
+        hrow[32 * w + 16 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
+        hrow[32 * w + 16 * t + r + 8] = __float2bfloat16_rn(hv[t][1][j]);
+      }
+    }
+  }
+}
+
+// The counter set of a launch whose epoch (the low bit of its launch count) is epoch.
+__device__ __forceinline__ unsigned* counter_set(const DecodeParams& p, unsigned epoch) {
+  return p.counters + kDecodeSmArrivalsAt + p.sm_ids + epoch * decode_counter_set(p.E, p.sm_ids);
+}
+
+// The end of a launch, by warp 0 of every CTA: the grid's last CTA to arrive (launch: the launch
+// word before its arrival, read by thread 0 - lane 0 of warp 0) clears the counter set the next
+// launch uses, then sets the arrivals back to zero and adds one launch (DecodeParams::counters).
+// Every CTA has read the launch word when the last arrives, and the next launch begins after this
+// one has ended: no ordering is needed within the launch.
+__device__ __forceinline__ void finish_launch(const DecodeParams& p, unsigned long long launch, unsigned epoch, int E,
+                                              int lane) {
+  if (static_cast<unsigned>(__shfl_sync(0xffffffffu, launch, 0)) != gridDim.x - 1) return;
+  const int set_words = decode_counter_set(E, p.sm_ids);
+  unsigned* const next = counter_set(p, epoch ^ 1u);
+  for (int i = lane; i < 3 * E; i += 32) next[i * kDecodeCounterStride] = 0;  // the completion counters
+  for (int i = decode_done_words(E) + lane; i < set_words; i += 32) next[i] = 0;  // the rest
+  // arrivals back to zero, launch count + 1 (the other set)
+  if (lane == 0) atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), (1ull << 32) - gridDim.x);
+}
+
+}  // namespace
+
+__global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_decode_kernel(DecodeParams p) {
+  constexpr int D = kDecodeDepth;
+  extern __shared__ __align__(16) unsigned char smem[];
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) {
+    g_trace_cta[blockIdx.x][0] = trace_now(), g_trace_cta[blockIdx.x][3] = sm_id();
+  })
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int P = p.T * p.k, E = p.E;
+  // One or two atomics per CTA at launch, relaxed, their results used only after the routing
+  // prologue (their round trips overlap it; nothing waits for them before). Measured on an H200:
+  // with a load of the counter set's epoch and a release arrival among them instead (whose fence
+  // waited for the other two), thread 0 started the prologue 1.3 us after the CTA, and the
+  // prologue ended at 3.04 us instead of 2.40 (profiling build, qwen3-30b-a3b at one token);
+  // in-graph time 0.2-0.6 us more at 1..8 tokens of qwen3-30b-a3b and nemotron (one lease, two
+  // runs each).
+  // - The launch word (DecodeParams::counters): this CTA's arrival and the launch's counter set,
+  //   read in one atomic, so the grid's last CTA to arrive knows every CTA has read the set.
+  // - A one-round batch's order needs the CTA's place on its SM at launch (see the first round
+  //   below). When the SM ids are 0..SMs-1 (%nsmid equals the SM count, as on the H200 measured),
+  //   a counter per SM id gives it. The counter wraps to zero at ctas_per_sm: the grid is
+  //   ctas_per_sm CTAs per SM, all resident, so every SM holds exactly that many, and the counter
+  //   returns to zero by the launch's end (it starts at zero: every launch leaves it so),
+  //   whatever the next launch's grid. (Were that ever not so, a count left over would give a
+  //   tier past the grid's - trapped after the prologue - or two CTAs one place.)
+  const unsigned sms = gridDim.x / p.ctas_per_sm;
+  const bool sm_ids_dense = static_cast<unsigned>(p.sm_ids) == sms;
+  unsigned start_tier = 0, start_sm = 0;
+  unsigned long long launch = 0;  // the launch word before this CTA's arrival
+  if (threadIdx.x == 0) {
+    if (sm_ids_dense) {
+      start_sm = sm_id();
+      start_tier = atomicInc(&p.counters[kDecodeSmArrivalsAt + start_sm], static_cast<unsigned>(p.ctas_per_sm - 1));
+    }
+    launch = atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), 1ull);
+  }
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][0] = trace_now();)
+  __shared__ int s_start_cta;
+  __shared__ unsigned s_epoch;
+  // The first FC1 chunks into L2 while the tables are built (DecodeParams::pf_chunks). Measured on
+  // an H200 (one lease, two runs each, against none): 0.4-0.8 us faster at 1 and 2 tokens of
+  // qwen3-30b-a3b, nemotron and gpt-oss-120b (qwen3 at 1 20.05 -> 19.3 us), within +-0.2 us
+  // at 4 and 8; 8 chunks instead of 4 no better. (An L2 prefetch of a waiting FC2 task's
+  // remaining chunks, issued once its expert's first FC1 task, or half of them, had ended, was
+  // 1-17% slower at 1..8 tokens, as one at the start of the wait had been.)
+  if (p.pf_chunks > 0) {  // segment 0 is the first scale group, then chunks 0, 1, ...
+    const int seg = p.n1_tasks * 8;  // 128-byte lines of one chunk (or scale group) of all tasks
+    const int total = (p.pf_chunks + 1) * P * seg;
+    const long long stride = static_cast<long long>(p.n1_tasks) * 1024;
+    for (int g = blockIdx.x * blockDim.x + threadIdx.x; g < total; g += gridDim.x * blockDim.x) {
+      const int l = g % seg, i = (g / seg) % P, s = g / (seg * P);
+      const int e = p.ids[i];
+      if (e < 0 || e >= E) continue;
+      const uint8_t* a = p.w1 + static_cast<long long>(e) * p.expert1_bytes + (s == 0 ? p.chunks1 : s - 1) * stride + l * 128;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+    }
+  }
+  FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][1] = trace_now();)
+
+  Staging st;
+  st.w = reinterpret_cast<uint4*>(smem) + warp * kDecodeStagingPieces * 32;
+  st.s = st.w + D * 2 * 32;
+  st.b = st.s + 4 * 32;
+  unsigned char* rbase = smem + kDecodeWarps * kDecodeStagingPieces * 512;
+  Routing R = carve_routing(rbase, P, E, kDecodeWarps);
+  build_routing(p, R, P, E, lane, warp);
   if (threadIdx.x == 0) {
     // A count left over in a per-SM counter (its CTAs' arrivals not a multiple of ctas_per_sm)
     // would show as a tier past the grid's, or as two CTAs of one place: the first is caught here.
@@ -556,8 +696,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   __syncthreads();
 
   const int ntile = R.scalars[2], nvalid = R.scalars[1];
-  const int set_words = decode_counter_set(E, p.sm_ids);
-  unsigned* const set = p.counters + kDecodeSmArrivalsAt + p.sm_ids + s_epoch * set_words;  // this launch's counters
+  unsigned* const set = counter_set(p, s_epoch);  // this launch's counters
   unsigned* q_done = set;
   unsigned* fc1_done = set + E * kDecodeCounterStride;  // the kinds follow each other, E counters apart
   unsigned* fc2_done = set + 2 * E * kDecodeCounterStride;
@@ -681,38 +820,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     if (task < nq) {
       // ---- Q: one slot's x row quantized with its expert's FC1 input scale ----
       const int slot = task, e = R.exp_of_slot[slot];
-      const float is = p.a13[e];
-      const __nv_bfloat16* xr = p.x + static_cast<long long>(R.tok_of_slot[slot]) * p.H;
-      __nv_bfloat16* dst = p.xq + static_cast<long long>(slot) * p.Hk;
-      // the row's 16-blocks, kQBlocks per lane at a time, copied into the warp's staging
-      // (lane-private slices) with all their loads in flight together, then quantized: one
-      // round trip per 32 * kQBlocks blocks instead of one per 32 (blocks past H are zero)
-      constexpr int kQBlocks = kDecodeStagingPieces / 2;
-      const int nb = p.Hk / 16, nbx = p.H / 16;
-      for (int b0 = 0; b0 < nb; b0 += 32 * kQBlocks) {
-#pragma unroll
-        for (int u = 0; u < kQBlocks; ++u) {
-          const int b = b0 + u * 32 + lane;
-          if (b < nbx) {
-            cp_async16<true>(&st.w[(2 * u + 0) * 32 + lane], xr + b * 16);
-            cp_async16<true>(&st.w[(2 * u + 1) * 32 + lane], xr + b * 16 + 8);
-          }
-        }
-        cp_async_commit();
-        cp_async_wait<0>();
-#pragma unroll 1
-        for (int u = 0; u < kQBlocks; ++u) {
-          const int b = b0 + u * 32 + lane;
-          if (b >= nb) break;
-          uint4 o[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
-          if (b < nbx) {
-            o[0] = st.w[(2 * u + 0) * 32 + lane], o[1] = st.w[(2 * u + 1) * 32 + lane];
-            quantize_bf16_block16(o, is);
-          }
-          reinterpret_cast<uint4*>(dst + b * 16)[0] = o[0];
-          reinterpret_cast<uint4*>(dst + b * 16)[1] = o[1];
-        }
-      }
+      quantize_slot(p, R, slot, st, lane);
       signal_count(done_ctr(q_done, e), lane);
     } else if (task < nq + n1s) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
@@ -770,58 +878,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
             for (int i = 0; i < 4; ++i) acc[t][i] = __fadd_rn(v[i], acc[t][i]);
           }
         }
-        // epilogue: thread holds, per tile, rows (r, r + 8) x tokens (2q, 2q + 1)
-        float hv[2][2][2];  // [tile][row half or - for SwiGLU - unused][token]
-#pragma unroll
-        for (int t = 0; t < 2; ++t)
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const float y0 = __fmul_rn(acc[t][j], g1), y1 = __fmul_rn(acc[t][2 + j], g1);
-            if (p.swiglu) {
-              hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(silu_fast(y0), y1)));
-              hv[t][1][j] = 0.0f;
-            } else {
-              const float r0 = fmaxf(y0, 0.0f), r1 = fmaxf(y1, 0.0f);
-              hv[t][0][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r0, r0)));
-              hv[t][1][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r1, r1)));
-            }
-          }
-        if (p.w4a4) {
-          // 16-blocks along i: SwiGLU - the task's 16 i (both tiles); ReLU^2 - each tile.
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            float m0 = fmaxf(fabsf(hv[0][0][j]), fabsf(hv[0][1][j]));
-            float m1 = fmaxf(fabsf(hv[1][0][j]), fabsf(hv[1][1][j]));
-            if (p.swiglu) m0 = m1 = fmaxf(m0, m1);
-#pragma unroll
-            for (int d = 4; d < 32; d <<= 1) {
-              m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, d));
-              m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, d));
-            }
-            const float s0 = act_block_scale(m0, is2), s1 = act_block_scale(m1, is2);
-#pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-              hv[0][hh][j] = act_quant_value(hv[0][hh][j], s0, is2);
-              hv[1][hh][j] = act_quant_value(hv[1][hh][j], s1, is2);
-            }
-          }
-        }
-        FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][1] = trace_now();)
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          const int tj = 2 * q + j;
-          if (tj >= cnt) continue;
-          __nv_bfloat16* hrow = p.h + static_cast<long long>(off + tj) * p.Ik;
-#pragma unroll
-          for (int t = 0; t < 2; ++t) {
-            if (p.swiglu) {
-              hrow[16 * w + 8 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
-            } else {
-              hrow[32 * w + 16 * t + r] = __float2bfloat16_rn(hv[t][0][j]);
-              hrow[32 * w + 16 * t + r + 8] = __float2bfloat16_rn(hv[t][1][j]);
-            }
-          }
-        }
+        fc1_epilogue(p, acc, g1, is2, w, cnt, off, lane, task);
         FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][2] = trace_now();)
         signal_count(done_ctr(fc1_done, e), lane);
         FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][3] = trace_now();)
@@ -873,16 +930,178 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // Measured on an H200 (one lease, two runs each), against the last CTA to finish resetting the
   // counters (an atomic round trip and a fence at the end of every CTA): deepseek-v3, on the same
   // grid either way, 65.2 -> 62.6 us at one token and 115.5 -> 109.5 at two.
-  // Every CTA has read the launch word when the last arrives, and the next launch begins after
-  // this one has ended: no ordering is needed within the launch.
-  if (warp == 0 && static_cast<unsigned>(__shfl_sync(0xffffffffu, launch, 0)) == gridDim.x - 1) {
-    unsigned* const next = p.counters + kDecodeSmArrivalsAt + p.sm_ids + (s_epoch ^ 1u) * set_words;
-    for (int i = lane; i < 3 * E; i += 32) next[i * kDecodeCounterStride] = 0;  // the completion counters
-    for (int i = decode_done_words(E) + lane; i < set_words; i += 32) next[i] = 0;  // the rest
-    // arrivals back to zero, launch count + 1 (the other set)
-    if (lane == 0) atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), (1ull << 32) - gridDim.x);
-  }
+  if (warp == 0) finish_launch(p, launch, s_epoch, E, lane);
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][2] = trace_now();)
+}
+
+// ---- the wide kernel (decode_kernel.cuh): batches of at most kWideMaxPairs routed pairs ----
+__global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeParams p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2;
+  const int P = p.T * p.k, E = p.E, G = static_cast<int>(gridDim.x);
+  unsigned long long launch = 0;  // the launch word before this CTA's arrival (DecodeParams::counters)
+  if (threadIdx.x == 0) launch = atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), 1ull);
+  __shared__ unsigned s_epoch;
+  // the combine's factors per pair (its weight, its expert's FC2 epilogue scale), loaded now and
+  // stored after the prologue: in the combine's loop over j their global loads would come one
+  // after another (measured: the combine took 4 us at one token of qwen3-30b-a3b that way)
+  __shared__ float s_pw[kWideMaxPairs], s_pg2[kWideMaxPairs];
+  __shared__ int s_pz[kWideMaxPairs];  // where a pair's FC2 result is in zpart (-1: an invalid id)
+  float my_w = 0.0f, my_g2 = 0.0f;
+  if (static_cast<int>(threadIdx.x) < P) {
+    const int id = p.ids[threadIdx.x];
+    my_w = p.wts[threadIdx.x];
+    my_g2 = id >= 0 && id < E ? p.g2[id] : 0.0f;
+  }
+  Staging st;
+  st.w = reinterpret_cast<uint4*>(smem) + warp * kDecodeStagingPieces * 32;
+  st.s = st.w + kDecodeDepth * 2 * 32;
+  st.b = st.s + 4 * 32;
+  // FC1 partial sums [item][32 lanes][2 tiles], FC2 partial results [item][32 lanes], then the routing
+  float4* const part = reinterpret_cast<float4*>(smem + kWideWarps * kDecodeStagingPieces * 512);
+  float4* const zpart = part + kWideWarps * 64;
+  const Routing R = carve_routing(reinterpret_cast<unsigned char*>(zpart + kWideZItems * 32), P, E, kWideWarps);
+  FP4MOE_TRACE(auto wstamp = [&](int step, unsigned long long t) {
+    if (lane == 0 && blockIdx.x < kTraceCtas) g_trace_wide[blockIdx.x][warp][step] = t;
+  };
+  bool first1 = true, first2 = true;
+  if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][0] = trace_now();
+  if (threadIdx.x == 0 && blockIdx.x == 0) g_trace_meta[4] = -static_cast<int>(gridDim.x);)
+  build_routing(p, R, P, E, lane, warp);
+  if (threadIdx.x == 0) s_epoch = static_cast<unsigned>(launch >> 32) & 1u;
+  if (static_cast<int>(threadIdx.x) < P) s_pw[threadIdx.x] = my_w, s_pg2[threadIdx.x] = my_g2;
+  __syncthreads();
+  unsigned* const set = counter_set(p, s_epoch);
+  unsigned* const q_done = set;
+  unsigned* const fc1_done = set + E * kDecodeCounterStride;
+  const int nact = R.scalars[0], nvalid = R.scalars[1], ntile = R.scalars[2];
+  unsigned long long t_ready = 0;  // stamped by task_pass in the profiling build
+  FP4MOE_TRACE(wstamp(0, trace_now());)
+
+  // ---- Q (W4A4): the slots over the grid's warps, one per CTA before a second per CTA ----
+  if (p.w4a4)
+    for (int slot = warp * G + static_cast<int>(blockIdx.x); slot < nvalid; slot += G * kWideWarps) {
+      quantize_slot(p, R, slot, st, lane);
+      signal_count(done_ctr(q_done, R.exp_of_slot[slot]), lane);
+    }
+
+  // ---- FC1: CTA b takes the tasks [n1 * b / G, n1 * (b + 1) / G); with fewer tasks than warps,
+  // each task's K is split into s1 ranges over the CTA's warps, summed in range order ----
+  const int n1 = ntile * p.n1_tasks;
+  const int t0 = static_cast<int>(static_cast<long long>(n1) * blockIdx.x / G);
+  const int nt = static_cast<int>(static_cast<long long>(n1) * (blockIdx.x + 1) / G) - t0;
+  int s1 = nt > 0 && nt < kWideWarps ? min(kWideWarps / nt, p.chunks1) : 1;
+  const int cps1 = (p.chunks1 + s1 - 1) / s1;
+  s1 = (p.chunks1 + cps1 - 1) / cps1;
+  float g1 = 0.0f, is2 = 1.0f;
+  for (int it = warp; it < nt * s1; it += kWideWarps) {
+    const int c0 = (it % s1) * cps1, nch = min(cps1, p.chunks1 - c0);
+    const GemmTask gt = gemm_task(t0 + it / s1, p.n1_tasks, R);
+    TaskStream ts = task_stream(p.w1, p.expert1_bytes, gt.e, p.n1_tasks, gt.w, p.chunks1);
+    ts.w += c0 * ts.stride, ts.s += (c0 >> 3) * ts.stride;
+    // element offset of token column r's K-value 64 * c0 in xq or x (-1: no such column)
+    const int brow = r < gt.cnt ? (p.w4a4 ? (gt.off + r) * p.Hk : R.tok_of_slot[gt.off + r] * p.H) + c0 * 64 : -1;
+    const int kvalid = (p.w4a4 ? p.Hk : p.H) - c0 * 64;
+    // the epilogue's scales, loaded before the pass (after it, their round trip would add to every task's end)
+    g1 = p.g1[gt.e], is2 = p.w4a4 ? p.a2[gt.e] : 1.0f;
+    float acc[2][4];
+    auto wait_q = [&] {
+      if (p.w4a4) wait_count(done_ctr(q_done, gt.e), static_cast<unsigned>(R.count[gt.e]), lane);
+    };
+    if (p.w4a4) task_pass(ts, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready, c0 & 7);
+    else task_pass(ts, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, c0 & 7);
+    FP4MOE_TRACE(if (first1) wstamp(1, t_ready); first1 = false;)
+    FP4MOE_TRACE(wstamp(2, trace_now());)
+    if (s1 == 1) {
+      fc1_epilogue(p, acc, g1, is2, gt.w, gt.cnt, gt.off, lane, 0);
+      signal_count(done_ctr(fc1_done, gt.e), lane);
+    } else {
+#pragma unroll
+      for (int t = 0; t < 2; ++t) part[(it * 32 + lane) * 2 + t] = make_float4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
+    }
+  }
+  if (s1 > 1) {  // (uniform over the CTA)
+    __syncthreads();
+    FP4MOE_TRACE(wstamp(3, trace_now());)
+    // task j's epilogue by the warp of its first split (with s1 > 1, a warp has at most one item)
+    if (warp % s1 == 0 && warp / s1 < nt) {
+      const int j = warp / s1;
+      float acc[2][4];
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+        float4 v = part[(j * s1 * 32 + lane) * 2 + t];
+        acc[t][0] = v.x, acc[t][1] = v.y, acc[t][2] = v.z, acc[t][3] = v.w;
+        for (int s = 1; s < s1; ++s) {
+          v = part[((j * s1 + s) * 32 + lane) * 2 + t];
+          acc[t][0] = __fadd_rn(acc[t][0], v.x), acc[t][1] = __fadd_rn(acc[t][1], v.y);
+          acc[t][2] = __fadd_rn(acc[t][2], v.z), acc[t][3] = __fadd_rn(acc[t][3], v.w);
+        }
+      }
+      const GemmTask gt = gemm_task(t0 + j, p.n1_tasks, R);
+      fc1_epilogue(p, acc, g1, is2, gt.w, gt.cnt, gt.off, lane, 0);
+      signal_count(done_ctr(fc1_done, gt.e), lane);
+    }
+  }
+
+  FP4MOE_TRACE(wstamp(4, trace_now());)
+  // ---- FC2 and the combine: CTA b owns the 16-row output tiles b, b + G, ...; for each, every
+  // token tile of every active expert over s2 ranges of K (a warp each), their partial results
+  // in shared memory, then out = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
+  int s2 = ntile > 0 && ntile < kWideWarps ? min(kWideWarps / ntile, p.chunks2) : 1;
+  const int cps2 = (p.chunks2 + s2 - 1) / s2;
+  s2 = (p.chunks2 + cps2 - 1) / cps2;
+  if (static_cast<int>(threadIdx.x) < P) {  // (read after the first barrier below)
+    const int slot = R.slot_of_pair[threadIdx.x];
+    int pz = -1;
+    if (slot >= 0) {
+      const int e = R.exp_of_slot[slot], rank = slot - R.off[e];
+      int lo = 0, hi = nact - 1;  // e's place among the active experts (ascending)
+      while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (R.active[mid] < e) lo = mid + 1;
+        else hi = mid;
+      }
+      // token column rank % 8 of its token tile's first K range, in the MMA's accumulator layout
+      const int tile = R.base[lo] + (rank >> 3), col = rank & 7;
+      pz = tile * s2 * 128 + (col >> 1) * 4 + (col & 1);
+    }
+    s_pz[threadIdx.x] = pz;
+  }
+  for (int ot = static_cast<int>(blockIdx.x); ot < p.H / 16; ot += G) {
+    for (int it = warp; it < ntile * s2; it += kWideWarps) {
+      const int tile = it / s2, c0 = (it % s2) * cps2, nch = min(cps2, p.chunks2 - c0);
+      const int a = R.tile_act[tile], e = R.active[a];
+      const int first = (tile - R.base[a]) * 8, cnt = min(8, R.count[e] - first), off = R.off[e] + first;
+      TaskStream ts = task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, ot >> 1, p.chunks2);
+      ts.w += (ot & 1) * 512 + c0 * ts.stride, ts.s += (ot & 1) * 512 + (c0 >> 3) * ts.stride;
+      const int brow = r < cnt ? (off + r) * p.Ik + c0 * 64 : -1;  // token column r's K-value 64 * c0 in h
+      float acc[1][4];
+      task_pass(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, [&] {
+        // all of h of the expert's tokens: every FC1 task of every one of its token tiles
+        wait_count(done_ctr(fc1_done, e), static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
+      }, t_ready, c0 & 7);
+      zpart[it * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
+      FP4MOE_TRACE(if (first2) wstamp(5, t_ready); first2 = false;)
+    }
+    FP4MOE_TRACE(wstamp(6, trace_now());)
+    __syncthreads();
+    for (int i = threadIdx.x; i < p.T * 16; i += blockDim.x) {
+      const int t = i >> 4, rr = i & 15;
+      const float* zr = reinterpret_cast<const float*>(zpart) + (rr & 7) * 16 + (rr >> 3) * 2;  // tile row rr
+      float o = 0.0f;
+      for (int j = 0; j < p.k; ++j) {
+        const int pz = s_pz[t * p.k + j];
+        if (pz < 0) continue;  // an invalid id: skipped
+        float zs = zr[pz];
+        for (int s = 1; s < s2; ++s) zs = __fadd_rn(zs, zr[pz + s * 128]);
+        o = __fadd_rn(o, __fmul_rn(s_pw[t * p.k + j], __fmul_rn(zs, s_pg2[t * p.k + j])));
+      }
+      p.out[static_cast<long long>(t) * p.H + ot * 16 + rr] = __float2bfloat16_rn(o);
+    }
+    __syncthreads();
+  }
+  FP4MOE_TRACE(wstamp(7, trace_now());)
+  if (warp == 0) finish_launch(p, launch, s_epoch, E, lane);
 }
 
 #ifdef FP4MOE_DECODE_TRACE
@@ -893,6 +1112,7 @@ void decode_trace_reset() {
   if (cudaGetSymbolAddress(&p, g_trace_chunk) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_chunk));
   if (cudaGetSymbolAddress(&p, g_trace_epi) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_epi));
   if (cudaGetSymbolAddress(&p, g_trace_mark) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_mark));
+  if (cudaGetSymbolAddress(&p, g_trace_wide) == cudaSuccess) (void)cudaMemset(p, 0, sizeof(g_trace_wide));
 }
 void decode_trace_print() {
   static unsigned long long task[kTraceTasks][4], cta[kTraceCtas][4];
@@ -901,6 +1121,27 @@ void decode_trace_print() {
       cudaMemcpyFromSymbol(cta, g_trace_cta, sizeof(cta)) != cudaSuccess ||
       cudaMemcpyFromSymbol(meta, g_trace_meta, sizeof(meta)) != cudaSuccess) {
     std::printf("    trace: could not read the timeline\n");
+    return;
+  }
+  if (meta[4] < 0) {  // the wide kernel's steps, per warp, from the first CTA's start
+    static unsigned long long wt[kTraceCtas][kWideWarps][kWideSteps];
+    if (cudaMemcpyFromSymbol(wt, g_trace_wide, sizeof(wt)) != cudaSuccess) return;
+    const int g = std::min(-meta[4], kTraceCtas);
+    unsigned long long t0 = ~0ull;
+    for (int b = 0; b < g; ++b) t0 = std::min(t0, cta[b][0]);
+    const char* steps[kWideSteps] = {"prologue", "FC1 1st data", "FC1 items", "FC1 partials", "FC1 epilogues",
+                                     "FC2 1st ready", "FC2 items", "end"};
+    std::printf("    wide trace (us from the first CTA's start, over warps that reached the step: p10/p50/p90/max):\n");
+    for (int sidx = 0; sidx < kWideSteps; ++sidx) {
+      std::vector<double> v;
+      for (int b = 0; b < g; ++b)
+        for (int w = 0; w < kWideWarps; ++w)
+          if (wt[b][w][sidx] >= t0) v.push_back((wt[b][w][sidx] - t0) * 1e-3);
+      std::sort(v.begin(), v.end());
+      if (v.empty()) continue;
+      auto q = [&](double f) { return v[static_cast<size_t>(f * (v.size() - 1))]; };
+      std::printf("      %-14s n %5zu  %6.2f %6.2f %6.2f %6.2f\n", steps[sidx], v.size(), q(0.1), q(0.5), q(0.9), q(1.0));
+    }
     return;
   }
   const int grid = std::min(meta[4], kTraceCtas);
@@ -1007,5 +1248,6 @@ void decode_trace_print() {
 #endif
 
 const void* fused_decode_kernel_ptr() { return reinterpret_cast<const void*>(&fused_decode_kernel); }
+const void* wide_decode_kernel_ptr() { return reinterpret_cast<const void*>(&wide_decode_kernel); }
 
 }  // namespace fp4moe::cuda

@@ -114,6 +114,20 @@ inline constexpr int kDecodeMinBlocks = 5;
 // The kernel, as a pointer for cudaLaunchKernelExC (its definition stays inside decode_kernel.cu).
 const void* fused_decode_kernel_ptr();
 
+// The wide kernel: the same layer for batches of at most kWideMaxPairs routed pairs, one CTA of
+// kWideWarps warps per SM (cooperative launch), the weights, h and the counters as above:
+//   prologue the same routing tables;
+//   Q   (W4A4) one warp per slot, as above;
+//   FC1 CTA b takes an equal share of the FC1 tasks, [n1 * b / grid, n1 * (b + 1) / grid); when
+//       they are fewer than its warps, each task's K is split into ranges over the warps, their
+//       partial sums added in range order in shared memory, then the same epilogue -> h;
+//   FC2 + combine: CTA b owns the 16-row output tiles b, b + grid, ...: for each, every token tile
+//       of every active expert, again over ranges of K when they are fewer than the warps, into
+//       shared memory, and the combine of those 16 rows of every token, j in order -> out. No z
+//       round trip, one hand-off (FC1 -> FC2, per expert) instead of two.
+// The split points depend only on the batch and the grid: bitwise reproducible on one GPU.
+const void* wide_decode_kernel_ptr();
+
 #ifdef FP4MOE_DECODE_TRACE
 // Profiling build only: clears the timeline, and prints a per-phase summary of the last
 // launch (start / dependency ready / end of every task, relative to the first CTA's start).

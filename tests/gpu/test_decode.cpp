@@ -132,6 +132,15 @@ void check_shape(MoeSpec spec, const std::vector<int64_t>& Ms, const std::string
   EXPECT_EQ(k->take_invalid_id_count(), 0);
 }
 
+// FP4MOE_DECODE_WIDE for the kernels built in its scope: the largest batch the wide kernel takes
+// (decode.cu, setup_wide; "0": none).
+struct WideTokens {
+  explicit WideTokens(const char* n) { setenv("FP4MOE_DECODE_WIDE", n, 1); }
+  ~WideTokens() { unsetenv("FP4MOE_DECODE_WIDE"); }
+  WideTokens(const WideTokens&) = delete;
+  WideTokens& operator=(const WideTokens&) = delete;
+};
+
 MoeSpec small(int64_t H, int64_t I, int64_t E, int64_t k, Activation a, Mode m) {
   MoeSpec s;
   s.hidden = H;
@@ -267,82 +276,112 @@ TEST(DecodeSmall, SkewedAndDuplicateRouting) {
                         {{"skewed", [](int64_t, int j) { return 9 + j; }}, {"duplicates", [](int64_t, int) { return 3; }}});
 }
 
+// Both kernels: the fused one, then the wide one.
 TEST(DecodeSmall, InvalidExpertIdsAreSkippedAndCounted) {
   FP4MOE_SKIP_WITHOUT_GPU();
-  MoeSpec s = small(128, 64, 16, 3, Activation::SwiGLU, Mode::W4A16);
-  const uint64_t seed = fresh_seed();
-  NvFp4Layer L = random_nvfp4_layer(s, seed);
-  auto x = random_hidden_states(4, s.hidden, seed + 1);
-  Routing r = random_routing(4, s.experts, s.topk, seed + 2);
-  auto k = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, 8, 0);
-  Routing bad = r;
-  bad.ids[1] = 999;
-  bad.ids[5] = -7;
-  DeviceBuffer<uint16_t> dx(x), dout(static_cast<size_t>(4 * s.hidden));
-  DeviceBuffer<int32_t> dids(bad.ids);
-  DeviceBuffer<float> dw(bad.weights);
-  dout.poison();
-  k->forward(dx.get(), dids.get(), dw.get(), 4, dout.get(), nullptr);
-  FP4MOE_TEST_CUDA(cudaDeviceSynchronize());
-  EXPECT_EQ(k->take_invalid_id_count(), 2);
-  EXPECT_EQ(k->take_invalid_id_count(), 0);  // reading resets
-  // Same as the reference with those pairs given weight 0.
-  Routing ok = r;
-  ok.weights[1] = 0.0f;
-  ok.weights[5] = 0.0f;
-  auto ref = reference_moe(s, L.view(), {x.data(), DType::BF16, {4, s.hidden}}, {ok.ids.data(), DType::I32, {4, 3}},
-                           {ok.weights.data(), DType::F32, {4, 3}});
-  std::vector<double> refd(ref.size());
-  for (size_t i = 0; i < ref.size(); ++i) refd[i] = bf16_to_float(ref[i]);
-  EXPECT_LE(compare_bf16(dout.download(), refd).rel_l2, 2e-3);
-}
-
-TEST(DecodeSmall, GraphReplayWithNewInputsAndEmptyBatch) {
-  FP4MOE_SKIP_WITHOUT_GPU();
-  MoeSpec s = small(256, 128, 32, 4, Activation::ReLU2, Mode::W4A4);
-  const uint64_t seed = fresh_seed();
-  NvFp4Layer L = random_nvfp4_layer(s, seed);
-  auto x0 = random_hidden_states(16, s.hidden, seed + 1);
-  Routing r0 = random_routing(16, s.experts, s.topk, seed + 2);
-  calibrate(L, x0, r0);
-  auto k = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, 16, 0);
-  DeviceBuffer<uint16_t> dx(x0), dout(static_cast<size_t>(16 * s.hidden));
-  DeviceBuffer<int32_t> dids(r0.ids);
-  DeviceBuffer<float> dw(r0.weights);
-  cudaStream_t st;
-  FP4MOE_TEST_CUDA(cudaStreamCreate(&st));
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  FP4MOE_TEST_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  k->forward(dx.get(), dids.get(), dw.get(), 16, dout.get(), st);
-  FP4MOE_TEST_CUDA(cudaStreamEndCapture(st, &g));
-  FP4MOE_TEST_CUDA(cudaGraphInstantiate(&ge, g, 0));
-  for (int rep = 0; rep < 3; ++rep) {
-    auto x = random_hidden_states(16, s.hidden, seed + 100 + rep);
-    Routing r = random_routing(16, s.experts, s.topk, seed + 200 + rep);
-    dx.upload(x);
-    dids.upload(r.ids);
-    dw.upload(r.weights);
+  for (const char* wide : {"0", "64"}) {
+    SCOPED_TRACE(std::string("FP4MOE_DECODE_WIDE=") + wide);
+    WideTokens wt(wide);
+    MoeSpec s = small(128, 64, 16, 3, Activation::SwiGLU, Mode::W4A16);
+    const uint64_t seed = fresh_seed();
+    NvFp4Layer L = random_nvfp4_layer(s, seed);
+    auto x = random_hidden_states(4, s.hidden, seed + 1);
+    Routing r = random_routing(4, s.experts, s.topk, seed + 2);
+    auto k = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, 8, 0);
+    Routing bad = r;
+    bad.ids[1] = 999;
+    bad.ids[5] = -7;
+    DeviceBuffer<uint16_t> dx(x), dout(static_cast<size_t>(4 * s.hidden));
+    DeviceBuffer<int32_t> dids(bad.ids);
+    DeviceBuffer<float> dw(bad.weights);
     dout.poison();
-    FP4MOE_TEST_CUDA(cudaGraphLaunch(ge, st));
-    FP4MOE_TEST_CUDA(cudaStreamSynchronize(st));
-    auto ref = reference_moe(s, L.view(), {x.data(), DType::BF16, {16, s.hidden}}, {r.ids.data(), DType::I32, {16, 4}},
-                             {r.weights.data(), DType::F32, {16, 4}});
+    k->forward(dx.get(), dids.get(), dw.get(), 4, dout.get(), nullptr);
+    FP4MOE_TEST_CUDA(cudaDeviceSynchronize());
+    EXPECT_EQ(k->take_invalid_id_count(), 2);
+    EXPECT_EQ(k->take_invalid_id_count(), 0);  // reading resets
+    // Same as the reference with those pairs given weight 0.
+    Routing ok = r;
+    ok.weights[1] = 0.0f;
+    ok.weights[5] = 0.0f;
+    auto ref = reference_moe(s, L.view(), {x.data(), DType::BF16, {4, s.hidden}}, {ok.ids.data(), DType::I32, {4, 3}},
+                             {ok.weights.data(), DType::F32, {4, 3}});
     std::vector<double> refd(ref.size());
     for (size_t i = 0; i < ref.size(); ++i) refd[i] = bf16_to_float(ref[i]);
-    EXPECT_LE(compare_bf16(dout.download(), refd).rel_l2, 5e-3) << "replay " << rep;
+    EXPECT_LE(compare_bf16(dout.download(), refd).rel_l2, 2e-3);
   }
-  FP4MOE_TEST_CUDA(cudaGraphExecDestroy(ge));
-  FP4MOE_TEST_CUDA(cudaGraphDestroy(g));
-  FP4MOE_TEST_CUDA(cudaStreamDestroy(st));
-  // T = 0 is a no-op, T > max_tokens an error naming the argument.
-  k->forward(dx.get(), dids.get(), dw.get(), 0, dout.get(), nullptr);
-  try {
-    k->forward(dx.get(), dids.get(), dw.get(), 17, dout.get(), nullptr);
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("tokens"), std::string::npos) << e.what();
+}
+
+// Both kernels: the fused one, then the wide one (16 tokens x 4 = 64 pairs).
+TEST(DecodeSmall, GraphReplayWithNewInputsAndEmptyBatch) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  for (const char* wide : {"0", "64"}) {
+    SCOPED_TRACE(std::string("FP4MOE_DECODE_WIDE=") + wide);
+    WideTokens wt(wide);
+    MoeSpec s = small(256, 128, 32, 4, Activation::ReLU2, Mode::W4A4);
+    const uint64_t seed = fresh_seed();
+    NvFp4Layer L = random_nvfp4_layer(s, seed);
+    auto x0 = random_hidden_states(16, s.hidden, seed + 1);
+    Routing r0 = random_routing(16, s.experts, s.topk, seed + 2);
+    calibrate(L, x0, r0);
+    auto k = cuda::make_decode_kernel(s, L.view(), cuda::WeightsOn::Host, 16, 0);
+    DeviceBuffer<uint16_t> dx(x0), dout(static_cast<size_t>(16 * s.hidden));
+    DeviceBuffer<int32_t> dids(r0.ids);
+    DeviceBuffer<float> dw(r0.weights);
+    cudaStream_t st;
+    FP4MOE_TEST_CUDA(cudaStreamCreate(&st));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    FP4MOE_TEST_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    k->forward(dx.get(), dids.get(), dw.get(), 16, dout.get(), st);
+    FP4MOE_TEST_CUDA(cudaStreamEndCapture(st, &g));
+    FP4MOE_TEST_CUDA(cudaGraphInstantiate(&ge, g, 0));
+    for (int rep = 0; rep < 3; ++rep) {
+      auto x = random_hidden_states(16, s.hidden, seed + 100 + rep);
+      Routing r = random_routing(16, s.experts, s.topk, seed + 200 + rep);
+      dx.upload(x);
+      dids.upload(r.ids);
+      dw.upload(r.weights);
+      dout.poison();
+      FP4MOE_TEST_CUDA(cudaGraphLaunch(ge, st));
+      FP4MOE_TEST_CUDA(cudaStreamSynchronize(st));
+      auto ref = reference_moe(s, L.view(), {x.data(), DType::BF16, {16, s.hidden}}, {r.ids.data(), DType::I32, {16, 4}},
+                               {r.weights.data(), DType::F32, {16, 4}});
+      std::vector<double> refd(ref.size());
+      for (size_t i = 0; i < ref.size(); ++i) refd[i] = bf16_to_float(ref[i]);
+      EXPECT_LE(compare_bf16(dout.download(), refd).rel_l2, 5e-3) << "replay " << rep;
+    }
+    FP4MOE_TEST_CUDA(cudaGraphExecDestroy(ge));
+    FP4MOE_TEST_CUDA(cudaGraphDestroy(g));
+    FP4MOE_TEST_CUDA(cudaStreamDestroy(st));
+    // T = 0 is a no-op, T > max_tokens an error naming the argument.
+    k->forward(dx.get(), dids.get(), dw.get(), 0, dout.get(), nullptr);
+    try {
+      k->forward(dx.get(), dids.get(), dw.get(), 17, dout.get(), nullptr);
+      FAIL() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tokens"), std::string::npos) << e.what();
+    }
   }
+}
+
+// The wide kernel on every batch it can take (up to 64 routed pairs), both modes and activations,
+// odd sizes, a token tile of more than 8 tokens, skewed and duplicate routing; then one object
+// whose batches alternate between the two kernels (they share the counters).
+TEST(DecodeSmall, WideKernel) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  {
+    WideTokens wt("64");
+    for (auto act : {Activation::SwiGLU, Activation::ReLU2})
+      for (auto mode : {Mode::W4A16, Mode::W4A4}) {
+        check_shape(small(208, 80, 12, 3, act, mode), {1, 2, 3, 16}, std::string("wide-small-") + to_string(act));
+        check_shape(small(64, 48, 5, 5, act, mode), {1, 7, 12}, std::string("wide-tiny-all-experts-") + to_string(act));
+      }
+    check_forced_routings(192, 96, 16, 4, 16,
+                          {{"wide-skewed", [](int64_t, int j) { return 9 + j; }}, {"wide-duplicates", [](int64_t, int) { return 3; }}});
+  }
+  WideTokens wt("2");
+  for (auto mode : {Mode::W4A16, Mode::W4A4})
+    check_shape(small(320, 1408, 40, 8, Activation::SwiGLU, mode), {1, 3, 2, 8, 1}, "wide-and-fused");
 }
 
 // What the speed of small batches rests on, checked on the GPU itself: the kernel keeps no
@@ -374,6 +413,29 @@ TEST(DecodeKernelResources, NoLocalMemoryAndFiveCtasPerSmAtOneToken) {
                        << " B of static shared memory leave fewer than 5 CTAs per SM at one token";
   } else {
     std::printf("  (the 5-CTA expectation is for sm_90; not checked on sm_%d%d)\n", prop.major, prop.minor);
+  }
+}
+
+// The wide kernel: no local memory, and one CTA per SM with its largest shared memory (64 pairs,
+// 512 experts) on sm_90.
+TEST(DecodeKernelResources, WideKernelNoLocalMemoryAndOneCtaPerSm) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  int dev = 0;
+  FP4MOE_TEST_CUDA(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  FP4MOE_TEST_CUDA(cudaGetDeviceProperties(&prop, dev));
+  const void* fn = cuda::wide_decode_kernel_ptr();
+  cudaFuncAttributes fa{};
+  FP4MOE_TEST_CUDA(cudaFuncGetAttributes(&fa, fn));
+  const size_t smem = cuda::decode_wide_smem_bytes(cuda::kWideMaxPairs, 512);
+  std::printf("  sm_%d%d: %d registers, %zu B local, %zu B static shared; %zu B dynamic at 64 pairs, 512 experts\n",
+              prop.major, prop.minor, fa.numRegs, fa.localSizeBytes, fa.sharedSizeBytes, smem);
+  EXPECT_EQ(fa.localSizeBytes, 0u) << "the wide decode kernel uses local memory (spills or a stack)";
+  if (prop.major == 9) {
+    FP4MOE_TEST_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    int ctas = 0;
+    FP4MOE_TEST_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, fn, cuda::kWideWarps * 32, smem));
+    EXPECT_GE(ctas, 1) << "sm_90: the wide kernel does not fit an SM at 64 pairs and 512 experts";
   }
 }
 
