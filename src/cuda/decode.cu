@@ -245,18 +245,7 @@ class DecodeKernel final : public MoeKernel {
   }
 
   void launch_wide(DecodeParams& p, cudaStream_t stream) {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(sms_));
-    cfg.blockDim = dim3(kWideWarps * 32);
-    cfg.dynamicSmemBytes = wide_smem_;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeCooperative;  // all CTAs resident: the per-expert waits cannot deadlock
-    attr[0].val.cooperative = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    void* args[] = {&p};
-    FP4MOE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, wide_decode_kernel_ptr(), args));
+    launch_cooperative(wide_decode_kernel_ptr(), sms_, kWideWarps, wide_smem_, p, stream);
   }
 
   // A kernel's dynamic shared memory limit is one per process and device: only ever raised, so
@@ -285,10 +274,14 @@ class DecodeKernel final : public MoeKernel {
   }
 
   void launch(DecodeParams& p, const DecodeLaunchShape& ls, cudaStream_t stream) {
+    launch_cooperative(fn_, ls.ctas_per_sm * sms_, kDecodeWarps, ls.smem, p, stream);
+  }
+
+  static void launch_cooperative(const void* fn, int grid, int warps, size_t smem, DecodeParams& p, cudaStream_t stream) {
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(ls.ctas_per_sm * sms_));
-    cfg.blockDim = dim3(kDecodeWarps * 32);
-    cfg.dynamicSmemBytes = ls.smem;
+    cfg.gridDim = dim3(static_cast<unsigned>(grid));
+    cfg.blockDim = dim3(static_cast<unsigned>(warps * 32));
+    cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeCooperative;  // all CTAs resident: the per-expert waits cannot deadlock
@@ -296,7 +289,7 @@ class DecodeKernel final : public MoeKernel {
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     void* args[] = {&p};
-    FP4MOE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, fn_, args));
+    FP4MOE_CUDA_CHECK(cudaLaunchKernelExC(&cfg, fn, args));
   }
 
   MoeSpec spec_;
