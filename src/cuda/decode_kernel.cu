@@ -29,7 +29,8 @@ __device__ unsigned long long g_trace_chunk[kTraceWarpsC][kTraceChunks][2];
 constexpr int kTraceMarks = 5;
 __device__ unsigned long long g_trace_mark[kTraceCtas][kTraceMarks];
 __device__ unsigned long long g_trace_epi[kTraceTasks][4];
-// The wide kernel, per CTA and warp: the steps of kWideSteps (decode_trace_print), 0 = not reached
+// The wide kernel, per CTA and warp: when it reached each of kWideSteps steps (decode_trace_print;
+// a step not reached in the last launch keeps an earlier launch's stamp, before that launch's start)
 constexpr int kWideSteps = 8;
 __device__ unsigned long long g_trace_wide[kTraceCtas][kWideWarps][kWideSteps];
 __device__ __forceinline__ unsigned long long trace_now() {
@@ -159,6 +160,12 @@ __device__ __forceinline__ TaskStream task_stream(const uint8_t* base, long long
   const long long stride = static_cast<long long>(tasks) * 1024;
   return {blk + static_cast<long long>(w) * 1024, blk + chunks * stride + static_cast<long long>(w) * 1024, stride};
 }
+// The same task from chunk c0 on: its weights at chunk c0, its scales at c0's group (a pass that
+// starts inside the group is given c0 % 8 as its phase: task_pass).
+__device__ __forceinline__ TaskStream from_chunk(TaskStream ts, int c0) {
+  ts.w += c0 * ts.stride, ts.s += c0 / 8 * ts.stride;
+  return ts;
+}
 
 // Per-warp staging (lane-private 16-byte slices, so no barrier is needed): weight slots
 // [D][2 tiles][32 lanes], scale slots [2 groups][2 tiles][32 lanes], activation slots
@@ -168,6 +175,14 @@ struct Staging {
   uint4* s;
   uint4* b;
 };
+// Warp warp's staging: kDecodeStagingPieces x 512 bytes per warp at the start of a CTA's shared memory.
+__device__ __forceinline__ Staging warp_staging(unsigned char* smem, int warp) {
+  Staging st;
+  st.w = reinterpret_cast<uint4*>(smem) + warp * kDecodeStagingPieces * 32;
+  st.s = st.w + kDecodeDepth * 2 * 32;
+  st.b = st.s + 4 * 32;
+  return st;
+}
 
 // One task over its chunks [0, nch): acc[t] = tile t's 16 rows x the token tile's 8 columns
 // (the mma.sync accumulator layout). Weights and activations stream through one cp.async ring,
@@ -317,6 +332,13 @@ __device__ __forceinline__ GemmTask gemm_task(int idx, int ntasks, const Routing
 }
 // Token tiles of an expert with cnt tokens.
 __device__ __forceinline__ int token_tiles(int cnt) { return (cnt + 7) / 8; }
+
+// An FC1 task's activation rows: the element offset of token column r's row in xq (W4A4) or x
+// (-1: the token tile has no such column), and the valid K-values of a row.
+__device__ __forceinline__ int fc1_brow(const DecodeParams& p, const Routing& R, const GemmTask& gt, int r) {
+  return r < gt.cnt ? (p.w4a4 ? (gt.off + r) * p.Hk : R.tok_of_slot[gt.off + r] * p.H) : -1;
+}
+__device__ __forceinline__ int fc1_kvalid(const DecodeParams& p) { return p.w4a4 ? p.Hk : p.H; }
 
 // One combine task: outputs [cc * kCols, (cc + 1) * kCols) of token t, out = bf16(sum over j in
 // order of w[t, j] * z[slot(t, j)]), the z rows of kPairs pairs loaded at once.
@@ -622,7 +644,6 @@ __device__ __forceinline__ void finish_launch(const DecodeParams& p, unsigned lo
 }  // namespace
 
 __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_decode_kernel(DecodeParams p) {
-  constexpr int D = kDecodeDepth;
   extern __shared__ __align__(16) unsigned char smem[];
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) {
     g_trace_cta[blockIdx.x][0] = trace_now(), g_trace_cta[blockIdx.x][3] = sm_id();
@@ -679,10 +700,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   }
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][1] = trace_now();)
 
-  Staging st;
-  st.w = reinterpret_cast<uint4*>(smem) + warp * kDecodeStagingPieces * 32;
-  st.s = st.w + D * 2 * 32;
-  st.b = st.s + 4 * 32;
+  const Staging st = warp_staging(smem, warp);
   unsigned char* rbase = smem + kDecodeWarps * kDecodeStagingPieces * 512;
   Routing R = carve_routing(rbase, P, E, kDecodeWarps);
   build_routing(p, R, P, E, lane, warp);
@@ -831,12 +849,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
       const float g1 = p.g1[e];
       const float is2 = p.w4a4 ? p.a2[e] : 1.0f;
-      // element offset of token column r's row in xq or x (-1: no such column)
-      int brow = r < cnt ? (p.w4a4 ? (off + r) * p.Hk : R.tok_of_slot[off + r] * p.H) : -1;
-      int kvalid = p.w4a4 ? p.Hk : p.H, nch = p.chunks1;
+      int brow = fc1_brow(p, R, gt, r), kvalid = fc1_kvalid(p), nch = p.chunks1;
       if (split >= 0) {  // chunks [c0, c0 + cps), c0 a scale group's start
         const int c0 = split * cps;
-        stream.w += c0 * stream.stride, stream.s += c0 / 8 * stream.stride;
+        stream = from_chunk(stream, c0);
         nch = min(cps, p.chunks1 - c0), kvalid -= c0 * 64;
         if (brow >= 0) brow += c0 * 64;
       }
@@ -953,10 +969,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     my_w = p.wts[threadIdx.x];
     my_g2 = id >= 0 && id < E ? p.g2[id] : 0.0f;
   }
-  Staging st;
-  st.w = reinterpret_cast<uint4*>(smem) + warp * kDecodeStagingPieces * 32;
-  st.s = st.w + kDecodeDepth * 2 * 32;
-  st.b = st.s + 4 * 32;
+  const Staging st = warp_staging(smem, warp);
   // FC1 partial sums [item][32 lanes][2 tiles], FC2 partial results [item][32 lanes], then the routing
   float4* const part = reinterpret_cast<float4*>(smem + kWideWarps * kDecodeStagingPieces * 512);
   float4* const zpart = part + kWideWarps * 64;
@@ -997,11 +1010,9 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   for (int it = warp; it < nt * s1; it += kWideWarps) {
     const int c0 = (it % s1) * cps1, nch = min(cps1, p.chunks1 - c0);
     const GemmTask gt = gemm_task(t0 + it / s1, p.n1_tasks, R);
-    TaskStream ts = task_stream(p.w1, p.expert1_bytes, gt.e, p.n1_tasks, gt.w, p.chunks1);
-    ts.w += c0 * ts.stride, ts.s += (c0 >> 3) * ts.stride;
-    // element offset of token column r's K-value 64 * c0 in xq or x (-1: no such column)
-    const int brow = r < gt.cnt ? (p.w4a4 ? (gt.off + r) * p.Hk : R.tok_of_slot[gt.off + r] * p.H) + c0 * 64 : -1;
-    const int kvalid = (p.w4a4 ? p.Hk : p.H) - c0 * 64;
+    const TaskStream ts = from_chunk(task_stream(p.w1, p.expert1_bytes, gt.e, p.n1_tasks, gt.w, p.chunks1), c0);
+    const int brow0 = fc1_brow(p, R, gt, r), brow = brow0 >= 0 ? brow0 + c0 * 64 : -1;  // from K-value 64 * c0
+    const int kvalid = fc1_kvalid(p) - c0 * 64;
     // the epilogue's scales, loaded before the pass (after it, their round trip would add to every task's end)
     g1 = p.g1[gt.e], is2 = p.w4a4 ? p.a2[gt.e] : 1.0f;
     float acc[2][4];
@@ -1069,11 +1080,11 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   }
   for (int ot = static_cast<int>(blockIdx.x); ot < p.H / 16; ot += G) {
     for (int it = warp; it < ntile * s2; it += kWideWarps) {
-      const int tile = it / s2, c0 = (it % s2) * cps2, nch = min(cps2, p.chunks2 - c0);
-      const int a = R.tile_act[tile], e = R.active[a];
-      const int first = (tile - R.base[a]) * 8, cnt = min(8, R.count[e] - first), off = R.off[e] + first;
-      TaskStream ts = task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, ot >> 1, p.chunks2);
-      ts.w += (ot & 1) * 512 + c0 * ts.stride, ts.s += (ot & 1) * 512 + (c0 >> 3) * ts.stride;
+      const int c0 = (it % s2) * cps2, nch = min(cps2, p.chunks2 - c0);
+      const GemmTask gt = gemm_task(it / s2, 1, R);  // the token tile (its row task is ot's, below)
+      const int e = gt.e, cnt = gt.cnt, off = gt.off;
+      TaskStream ts = from_chunk(task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, ot >> 1, p.chunks2), c0);
+      ts.w += (ot & 1) * 512, ts.s += (ot & 1) * 512;  // tile ot & 1 of the task
       const int brow = r < cnt ? (off + r) * p.Ik + c0 * 64 : -1;  // token column r's K-value 64 * c0 in h
       float acc[1][4];
       task_pass(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, [&] {
@@ -1123,41 +1134,38 @@ void decode_trace_print() {
     std::printf("    trace: could not read the timeline\n");
     return;
   }
-  if (meta[4] < 0) {  // the wide kernel's steps, per warp, from the first CTA's start
-    static unsigned long long wt[kTraceCtas][kWideWarps][kWideSteps];
-    if (cudaMemcpyFromSymbol(wt, g_trace_wide, sizeof(wt)) != cudaSuccess) return;
-    const int g = std::min(-meta[4], kTraceCtas);
-    unsigned long long t0 = ~0ull;
-    for (int b = 0; b < g; ++b) t0 = std::min(t0, cta[b][0]);
-    const char* steps[kWideSteps] = {"prologue", "FC1 1st data", "FC1 items", "FC1 partials", "FC1 epilogues",
-                                     "FC2 1st ready", "FC2 items", "end"};
-    std::printf("    wide trace (us from the first CTA's start, over warps that reached the step: p10/p50/p90/max):\n");
-    for (int sidx = 0; sidx < kWideSteps; ++sidx) {
-      std::vector<double> v;
-      for (int b = 0; b < g; ++b)
-        for (int w = 0; w < kWideWarps; ++w)
-          if (wt[b][w][sidx] >= t0) v.push_back((wt[b][w][sidx] - t0) * 1e-3);
-      std::sort(v.begin(), v.end());
-      if (v.empty()) continue;
-      auto q = [&](double f) { return v[static_cast<size_t>(f * (v.size() - 1))]; };
-      std::printf("      %-14s n %5zu  %6.2f %6.2f %6.2f %6.2f\n", steps[sidx], v.size(), q(0.1), q(0.5), q(0.9), q(1.0));
-    }
-    return;
-  }
-  const int grid = std::min(meta[4], kTraceCtas);
+  // the grid (the wide kernel records it negated), its first CTA's start, percentiles
+  const int grid = std::min(meta[4] < 0 ? -meta[4] : meta[4], kTraceCtas);
   unsigned long long t0 = ~0ull, tend = 0;
-  std::vector<double> pro, ex;
   for (int b = 0; b < grid; ++b) t0 = std::min(t0, cta[b][0]);
-  for (int b = 0; b < grid; ++b) {
-    pro.push_back((cta[b][1] - t0) * 1e-3);
-    ex.push_back((cta[b][2] - t0) * 1e-3);
-    tend = std::max(tend, cta[b][2]);
-  }
   auto pct = [](std::vector<double> v, double q) {
     if (v.empty()) return 0.0;
     std::sort(v.begin(), v.end());
     return v[static_cast<size_t>(q * (v.size() - 1))];
   };
+  if (meta[4] < 0) {  // the wide kernel's steps, per warp
+    static unsigned long long wt[kTraceCtas][kWideWarps][kWideSteps];
+    if (cudaMemcpyFromSymbol(wt, g_trace_wide, sizeof(wt)) != cudaSuccess) return;
+    const char* steps[kWideSteps] = {"prologue", "FC1 1st data", "FC1 items", "FC1 partials", "FC1 epilogues",
+                                     "FC2 1st ready", "FC2 items", "end"};
+    std::printf("    wide trace (us from the first CTA's start, over warps that reached the step: p10/p50/p90/max):\n");
+    for (int sidx = 0; sidx < kWideSteps; ++sidx) {
+      std::vector<double> v;
+      for (int b = 0; b < grid; ++b)
+        for (int w = 0; w < kWideWarps; ++w)
+          if (wt[b][w][sidx] >= t0) v.push_back((wt[b][w][sidx] - t0) * 1e-3);
+      if (v.empty()) continue;
+      std::printf("      %-14s n %5zu  %6.2f %6.2f %6.2f %6.2f\n", steps[sidx], v.size(), pct(v, 0.1), pct(v, 0.5),
+                  pct(v, 0.9), pct(v, 1.0));
+    }
+    return;
+  }
+  std::vector<double> pro, ex;
+  for (int b = 0; b < grid; ++b) {
+    pro.push_back((cta[b][1] - t0) * 1e-3);
+    ex.push_back((cta[b][2] - t0) * 1e-3);
+    tend = std::max(tend, cta[b][2]);
+  }
   double last_start = 0;
   for (int b = 0; b < grid; ++b) last_start = std::max(last_start, (cta[b][0] - t0) * 1e-3);
   std::printf("    trace (us from the first CTA start): grid %d, tasks %d (Q %d, FC1 %d, FC2 %d); last CTA start %.2f; "
