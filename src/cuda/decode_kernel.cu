@@ -31,7 +31,7 @@ __device__ unsigned long long g_trace_mark[kTraceCtas][kTraceMarks];
 __device__ unsigned long long g_trace_epi[kTraceTasks][4];
 // The wide kernel, per CTA and warp: when it reached each of kWideSteps steps (decode_trace_print;
 // a step not reached in the last launch keeps an earlier launch's stamp, before that launch's start)
-constexpr int kWideSteps = 8;
+constexpr int kWideSteps = 13;
 __device__ unsigned long long g_trace_wide[kTraceCtas][kWideWarps][kWideSteps];
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t;
@@ -127,10 +127,15 @@ __device__ __forceinline__ void wait_count(const unsigned* ctr, unsigned target,
   __syncwarp();
   (void)ld_acquire(ctr);
 }
+// Signals one more completion of *ctr after this warp's writes (the h rows of an FC1 task, or a
+// Q slot): the warp barrier orders every lane's writes before lane 0's release add, which makes
+// them visible to whoever acquires the counter. (A release add instead of __threadfence() and a
+// relaxed add: MEMBAR.ALL.GPU in place of MEMBAR.SC.GPU and an L1 invalidation. Measured on an
+// H200, one lease, two runs: the wide kernel at one token of qwen3-30b-a3b 18.1 -> 17.6 us, two
+// tokens 22.2 -> 21.8; the fused kernel within +-0.2 us.)
 __device__ __forceinline__ void signal_count(unsigned* ctr, int lane) {
-  __threadfence();
   __syncwarp();
-  if (lane == 0) atomicAdd(ctr, 1u);
+  if (lane == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(ctr) : "memory");
 }
 
 struct Routing {
@@ -188,7 +193,8 @@ __device__ __forceinline__ Staging warp_staging(unsigned char* smem, int warp) {
 // (the mma.sync accumulator layout). Weights and activations stream through one cp.async ring,
 // D chunks deep, a lane copying exactly the 16-byte slices it reads (its 16 K-values of token
 // column r). The first D chunks' weights are issued before before_b() (a dependency wait), their
-// activations after it; from then on every chunk is one group of both. (Measured on an H200:
+// activations after it - or, interleaved, both after it - and from then on every chunk is one
+// group of both. (Measured on an H200:
 // activations loaded into registers one or two chunks ahead left each chunk waiting a full L2
 // round trip; a pure cp.async stream of 1 KB pieces, 4 deep, reads 4.2-4.5 TB/s when every warp
 // streams.)
@@ -206,7 +212,8 @@ __device__ __forceinline__ Staging warp_staging(unsigned char* smem, int warp) {
 template <int kTiles, typename BeforeB>
 __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const Staging& st, int lane,
                                           const __nv_bfloat16* bbase, int brow, int kvalid, float (&acc)[kTiles][4],
-                                          BeforeB before_b, unsigned long long& t_ready, int phase = 0) {
+                                          BeforeB before_b, unsigned long long& t_ready, int phase = 0,
+                                          bool interleave = false) {
   constexpr int D = kDecodeDepth;
   static_assert(D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
   static_assert(kTiles == 1 || kTiles == 2, "a task has two tiles");
@@ -250,18 +257,35 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
       boff += 64;
     }
   };
-  // groups: W[0] .. W[D - 1], then B[0] .. B[D - 1], then (W + B)[c] for each later
-  // chunk c: chunk c's data is complete once at most D - 1 groups are pending, in every case
+  // groups: W[0] .. W[D - 1], then B[0] .. B[D - 1], then (W + B)[c] for each later chunk c;
+  // interleaved, before_b() first and (W + B)[c] from the first chunk on: chunk c's data is
+  // complete once at most D - 1 groups are pending, in every case. Interleaved, chunk 0 waits
+  // for its own data only, not for the first D chunks' weights: used where before_b() waits for
+  // nothing (FC1 in W4A16; measured on an H200, one lease: the wide kernel's FC1 reached its
+  // first data 0.9 us sooner at one token of qwen3-30b-a3b, in-graph time 0.2-0.6 us less at 1..2
+  // tokens of qwen3-30b-a3b and nemotron for both kernels), and by the wide kernel's FC2, whose
+  // weights gain nothing from being requested before the wait (measured: 0.1-0.8 us faster at 1..2
+  // tokens; requesting 8 chunks ahead instead of 4 was 0.3-1.6 us slower).
+  if (interleave) {
+    before_b();
 #pragma unroll
-  for (int i = 0; i < D; ++i) {
-    issue_w(i, i);
-    cp_async_commit();  // one group per chunk (empty past the end), so wait_group counts chunks
-  }
-  before_b();
+    for (int i = 0; i < D; ++i) {
+      issue_w(i, i);
+      issue_b(i, i);
+      cp_async_commit();
+    }
+  } else {
 #pragma unroll
-  for (int i = 0; i < D; ++i) {
-    issue_b(i, i);
-    cp_async_commit();
+    for (int i = 0; i < D; ++i) {
+      issue_w(i, i);
+      cp_async_commit();  // one group per chunk (empty past the end), so wait_group counts chunks
+    }
+    before_b();
+#pragma unroll
+    for (int i = 0; i < D; ++i) {
+      issue_b(i, i);
+      cp_async_commit();
+    }
   }
   // One chunk per iteration, its ring slot and scale bytes indexed at run time, unrolled by 4.
   // (Measured on an H200 against unrolling by a whole scale group of 8 chunks with compile-time
@@ -861,7 +885,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
         if (p.w4a4) wait_count(done_ctr(q_done, e), static_cast<unsigned>(R.count[e]), lane);
       };
       if (p.w4a4) task_pass(stream, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready);
-      else task_pass(stream, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready);
+      else task_pass(stream, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, 0, true);
       FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][0] = trace_now();)
       // the unit's partial sums: [split][32 lanes][8]
       float4* const part =
@@ -1020,7 +1044,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       if (p.w4a4) wait_count(done_ctr(q_done, gt.e), static_cast<unsigned>(R.count[gt.e]), lane);
     };
     if (p.w4a4) task_pass(ts, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready, c0 & 7);
-    else task_pass(ts, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, c0 & 7);
+    else task_pass(ts, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, c0 & 7, true);
     FP4MOE_TRACE(if (first1) wstamp(1, t_ready); first1 = false;)
     FP4MOE_TRACE(wstamp(2, trace_now());)
     if (s1 == 1) {
@@ -1049,8 +1073,11 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
         }
       }
       const GemmTask gt = gemm_task(t0 + j, p.n1_tasks, R);
+      FP4MOE_TRACE(wstamp(12, trace_now());)
       fc1_epilogue(p, acc, g1, is2, gt.w, gt.cnt, gt.off, lane, 0);
+      FP4MOE_TRACE(wstamp(10, trace_now());)
       signal_count(done_ctr(fc1_done, gt.e), lane);
+      FP4MOE_TRACE(wstamp(11, trace_now());)
     }
   }
 
@@ -1090,25 +1117,35 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       task_pass(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, [&] {
         // all of h of the expert's tokens: every FC1 task of every one of its token tiles
         wait_count(done_ctr(fc1_done, e), static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
-      }, t_ready, c0 & 7);
+      }, t_ready, c0 & 7, true);
       zpart[it * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
       FP4MOE_TRACE(if (first2) wstamp(5, t_ready); first2 = false;)
     }
     FP4MOE_TRACE(wstamp(6, trace_now());)
     __syncthreads();
+    FP4MOE_TRACE(wstamp(8, trace_now());)
+    // every pair's weighted result on the 16 rows at once, then each output adds its pairs in
+    // order (measured on an H200: one thread per output doing both, one pair after another, took
+    // 0.6 us more at one token of qwen3-30b-a3b; FC1's partial sums are no longer read here)
+    float* const prod = reinterpret_cast<float*>(part);  // [pair][16 rows]
+    for (int i = threadIdx.x; i < P * 16; i += blockDim.x) {
+      const int pi = i >> 4, rr = i & 15;
+      const float* zr = reinterpret_cast<const float*>(zpart) + (rr & 7) * 16 + (rr >> 3) * 2;  // tile row rr
+      const int pz = s_pz[pi];
+      if (pz < 0) continue;
+      float zs = zr[pz];
+      for (int s = 1; s < s2; ++s) zs = __fadd_rn(zs, zr[pz + s * 128]);
+      prod[i] = __fmul_rn(s_pw[pi], __fmul_rn(zs, s_pg2[pi]));
+    }
+    __syncthreads();
     for (int i = threadIdx.x; i < p.T * 16; i += blockDim.x) {
       const int t = i >> 4, rr = i & 15;
-      const float* zr = reinterpret_cast<const float*>(zpart) + (rr & 7) * 16 + (rr >> 3) * 2;  // tile row rr
       float o = 0.0f;
-      for (int j = 0; j < p.k; ++j) {
-        const int pz = s_pz[t * p.k + j];
-        if (pz < 0) continue;  // an invalid id: skipped
-        float zs = zr[pz];
-        for (int s = 1; s < s2; ++s) zs = __fadd_rn(zs, zr[pz + s * 128]);
-        o = __fadd_rn(o, __fmul_rn(s_pw[t * p.k + j], __fmul_rn(zs, s_pg2[t * p.k + j])));
-      }
+      for (int j = 0; j < p.k; ++j)
+        if (s_pz[t * p.k + j] >= 0) o = __fadd_rn(o, prod[(t * p.k + j) * 16 + rr]);
       p.out[static_cast<long long>(t) * p.H + ot * 16 + rr] = __float2bfloat16_rn(o);
     }
+    FP4MOE_TRACE(wstamp(9, trace_now());)
     __syncthreads();
   }
   FP4MOE_TRACE(wstamp(7, trace_now());)
@@ -1147,7 +1184,8 @@ void decode_trace_print() {
     static unsigned long long wt[kTraceCtas][kWideWarps][kWideSteps];
     if (cudaMemcpyFromSymbol(wt, g_trace_wide, sizeof(wt)) != cudaSuccess) return;
     const char* steps[kWideSteps] = {"prologue", "FC1 1st data", "FC1 items", "FC1 partials", "FC1 epilogues",
-                                     "FC2 1st ready", "FC2 items", "end"};
+                                     "FC2 1st ready", "FC2 items", "end", "combine start", "combine done",
+                                     "epi stores", "epi signal", "epi summed"};
     std::printf("    wide trace (us from the first CTA's start, over warps that reached the step: p10/p50/p90/max):\n");
     for (int sidx = 0; sidx < kWideSteps; ++sidx) {
       std::vector<double> v;
