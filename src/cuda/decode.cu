@@ -218,15 +218,22 @@ class DecodeKernel final : public MoeKernel {
   // The wide kernel (decode_kernel.cuh) takes batches of up to wide_max_tokens_ tokens, within
   // kWideMaxPairs routed pairs and when one CTA of it fits each SM with that batch's shared memory:
   // by default up to kDecodeWideTokens tokens when each CTA owns at most one 16-row output tile
-  // (H <= 16 x SMs); FP4MOE_DECODE_WIDE=N sets N tokens whatever the shape (0: never - tests and
-  // measurements run either kernel on any batch this way). Measured on an H200 (two runs each,
-  // against the fused kernel, us): qwen3-30b-a3b 18.7 -> 18.45 at one token, 23.7 -> 22.5 at two,
-  // 30.0 -> 36.7 at four; where the tiles outnumber the SMs the CTAs with two run FC2 twice:
-  // nemotron (168 tiles) 24.6 -> 26.5 and 32.8 -> 37.0, deepseek-v3 (448) 61 -> 76 at one token;
-  // gpt-oss-120b (180) 33.2 -> 31.9 at one token but 40.0 -> 46.6 at two.
+  // (H <= 16 x SMs), and one token of a gated (SwiGLU) layer whose tiles are at most 1.5 x SMs;
+  // FP4MOE_DECODE_WIDE=N sets N tokens whatever the shape (0: never - tests and measurements run
+  // either kernel on any batch this way). The wide kernel gains in FC1 (each task's K over a CTA's
+  // warps) and loses in FC2 where the tiles outnumber the SMs (the CTAs with two run FC2 twice);
+  // a gated FC1 has twice FC2's bytes. Measured on an H200 (session 19, two runs each, against the
+  // fused kernel, us): qwen3-30b-a3b 18.7 -> 18.45 at one token, 23.7 -> 22.5 at two, 30.0 -> 36.7
+  // at four; nemotron (168 tiles, ReLU^2) 24.6 -> 26.5 and 32.8 -> 37.0, deepseek-v3 (448) 61 -> 76
+  // at one token; gpt-oss-120b (180) 33.2 -> 31.9 at one token but 40.0 -> 46.6 at two. Session 20
+  // (one lease, two runs each, after the wide kernel's FC2 and combine changes): qwen3-30b-a3b
+  // 18.5 -> 16.8 and 23.4 -> 21.5, gpt-oss-120b 33.1 -> 30.4-30.7 at one token, nemotron 24.3-24.5
+  // -> 24.9-25.0 at one token.
   void setup_wide(const cudaDeviceProp& prop) {
     const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
-    int64_t want = spec_.hidden <= int64_t{16} * prop.multiProcessorCount ? kDecodeWideTokens : 0;
+    const int64_t tiles = spec_.hidden / 16, sms = prop.multiProcessorCount;
+    const bool gated = spec_.activation == Activation::SwiGLU;
+    int64_t want = tiles <= sms ? kDecodeWideTokens : gated && 2 * tiles <= 3 * sms ? 1 : 0;
     if (const char* env = std::getenv("FP4MOE_DECODE_WIDE"); env && *env) want = std::max(0, std::atoi(env));
     const int64_t T = std::min({want, max_tokens_, int64_t{kWideMaxPairs / k}});
     wide_max_tokens_ = 0;
