@@ -162,11 +162,13 @@ void decode_limits(const Problem& p, const DeviceDesc& d, int64_t tokens, Checks
   if (p.spec.topk > 32) c.no(detail::concat("the decode kernel takes top-k <= 32, got ", p.spec.topk));
   if (p.spec.experts > 32767) c.no(detail::concat("the decode kernel takes E <= 32767, got ", p.spec.experts));
   // Its routing table lives in shared memory (the backend's decode_smem_bytes()), beside the
-  // kernel's static shared memory (16 bytes), which the constructor also counts.
+  // kernel's static shared memory (at most kDecodeStaticSmemBound), which the constructor also
+  // counts.
   const int64_t P = std::max<int64_t>(tokens, 1) * p.spec.topk, E = p.spec.experts;
   const int64_t smem =
       static_cast<int64_t>(cuda::decode_smem_bytes(static_cast<int>(std::min<int64_t>(P, INT32_MAX)),
-                                                   static_cast<int>(std::min<int64_t>(E, INT32_MAX)))) + 16;
+                                                   static_cast<int>(std::min<int64_t>(E, INT32_MAX))) +
+                           cuda::kDecodeStaticSmemBound);
   if (d.gpus_known && p.device >= 0 && p.device < static_cast<int>(d.gpus.size())) {
     const size_t limit = d.gpus[static_cast<size_t>(p.device)].smem_per_block_optin;
     if (limit == 0)

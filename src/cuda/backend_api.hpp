@@ -64,6 +64,12 @@ inline size_t decode_routing_bytes(int P, int E, int nwarps) {
   return ((routing + 15) / 16) * 16;
 }
 
+// At least the static shared memory of either decode kernel (as built for sm_90a the fused kernel
+// has 16 bytes, the wide one 784; the GPU test DecodeKernelResources checks the bound), which
+// selection counts beside the fused kernel's dynamic shared memory below, as the backend's
+// constructor does with the kernel's own figure (the wide kernel is used only where it fits).
+inline constexpr size_t kDecodeStaticSmemBound = 1024;
+
 // Dynamic shared memory of one CTA for P = T * k pairs and E experts.
 inline size_t decode_smem_bytes(int P, int E) {
   const size_t staging = static_cast<size_t>(kDecodeWarps) * kDecodeStagingPieces * 512;

@@ -408,6 +408,7 @@ TEST(DecodeKernelResources, NoLocalMemoryAndFiveCtasPerSmAtOneToken) {
               "-> %d CTAs per SM\n",
               prop.major, prop.minor, fa.numRegs, fa.localSizeBytes, fa.sharedSizeBytes, smem, ctas);
   EXPECT_EQ(fa.localSizeBytes, 0u) << "the decode kernel uses local memory (spills or a stack)";
+  EXPECT_LE(fa.sharedSizeBytes, cuda::kDecodeStaticSmemBound) << "selection counts less static shared memory";
   if (prop.major == 9) {
     EXPECT_GE(ctas, 5) << "sm_90: " << fa.numRegs << " registers and " << fa.sharedSizeBytes
                        << " B of static shared memory leave fewer than 5 CTAs per SM at one token";
@@ -431,6 +432,7 @@ TEST(DecodeKernelResources, WideKernelNoLocalMemoryAndOneCtaPerSm) {
   std::printf("  sm_%d%d: %d registers, %zu B local, %zu B static shared; %zu B dynamic at 64 pairs, 512 experts\n",
               prop.major, prop.minor, fa.numRegs, fa.localSizeBytes, fa.sharedSizeBytes, smem);
   EXPECT_EQ(fa.localSizeBytes, 0u) << "the wide decode kernel uses local memory (spills or a stack)";
+  EXPECT_LE(fa.sharedSizeBytes, cuda::kDecodeStaticSmemBound) << "selection counts less static shared memory";
   if (prop.major == 9) {
     FP4MOE_TEST_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     int ctas = 0;
