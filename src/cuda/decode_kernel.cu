@@ -127,6 +127,23 @@ __device__ __forceinline__ void wait_count(const unsigned* ctr, unsigned target,
   __syncwarp();
   (void)ld_acquire(ctr);
 }
+// Waits until *ctr >= target, lane 0 polling with acquire loads (the warp barrier then orders
+// every lane's reads after its acquire): a round trip less than wait_count once the count is there.
+// Each poll invalidates the SM's L1, which wait_count avoids for the warps of the fused kernel that
+// read their activations through L1 meanwhile; the wide kernel's FC2 waits once its CTA's FC1 is
+// done, when none does. (Measured on an H200, one lease, three runs each, together with the wide
+// kernel's FC2-scale load moved out of its prologue: qwen3-30b-a3b 16.7 -> 16.5-16.6 us at one
+// token and 21.4 -> 21.3 at two, gpt-oss-120b 30.4-30.6 -> 30.2-30.3 at one.)
+__device__ __forceinline__ void wait_count_acquire(const unsigned* ctr, unsigned target, int lane) {
+  if (lane == 0) {
+    unsigned ns = 64;
+    while (ld_acquire(ctr) < target) {
+      __nanosleep(ns);
+      ns = ns < 256 ? ns * 2 : ns;
+    }
+  }
+  __syncwarp();
+}
 // Signals one more completion of *ctr after this warp's writes (the h rows of an FC1 task, or a
 // Q slot): the warp barrier orders every lane's writes before lane 0's release add, which makes
 // them visible to whoever acquires the counter. (A release add instead of __threadfence() and a
@@ -982,17 +999,14 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   unsigned long long launch = 0;  // the launch word before this CTA's arrival (DecodeParams::counters)
   if (threadIdx.x == 0) launch = atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), 1ull);
   __shared__ unsigned s_epoch;
-  // the combine's factors per pair (its weight, its expert's FC2 epilogue scale), loaded now and
-  // stored after the prologue: in the combine's loop over j their global loads would come one
-  // after another (measured: the combine took 4 us at one token of qwen3-30b-a3b that way)
+  // the combine's factors per pair (its weight, its expert's FC2 epilogue scale), in shared memory
+  // before the combine: in the combine's loop over j their global loads would come one after
+  // another (measured: the combine took 4 us at one token of qwen3-30b-a3b that way). The weight
+  // is loaded now and stored after the prologue; the scale, which needs the id first, at FC2.
   __shared__ float s_pw[kWideMaxPairs], s_pg2[kWideMaxPairs];
   __shared__ int s_pz[kWideMaxPairs];  // where a pair's FC2 result is in zpart (-1: an invalid id)
-  float my_w = 0.0f, my_g2 = 0.0f;
-  if (static_cast<int>(threadIdx.x) < P) {
-    const int id = p.ids[threadIdx.x];
-    my_w = p.wts[threadIdx.x];
-    my_g2 = id >= 0 && id < E ? p.g2[id] : 0.0f;
-  }
+  float my_w = 0.0f;
+  if (static_cast<int>(threadIdx.x) < P) my_w = p.wts[threadIdx.x];
   const Staging st = warp_staging(smem, warp);
   // FC1 partial sums [item][32 lanes][2 tiles], FC2 partial results [item][32 lanes], then the routing
   float4* const part = reinterpret_cast<float4*>(smem + kWideWarps * kDecodeStagingPieces * 512);
@@ -1006,7 +1020,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   if (threadIdx.x == 0 && blockIdx.x == 0) g_trace_meta[4] = -static_cast<int>(gridDim.x);)
   build_routing(p, R, P, E, lane, warp);
   if (threadIdx.x == 0) s_epoch = static_cast<unsigned>(launch >> 32) & 1u;
-  if (static_cast<int>(threadIdx.x) < P) s_pw[threadIdx.x] = my_w, s_pg2[threadIdx.x] = my_g2;
+  if (static_cast<int>(threadIdx.x) < P) s_pw[threadIdx.x] = my_w;
   __syncthreads();
   unsigned* const set = counter_set(p, s_epoch);
   unsigned* const q_done = set;
@@ -1088,11 +1102,13 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   int s2 = ntile > 0 && ntile < kWideWarps ? min(kWideWarps / ntile, p.chunks2) : 1;
   const int cps2 = (p.chunks2 + s2 - 1) / s2;
   s2 = (p.chunks2 + cps2 - 1) / cps2;
+  float my_g2 = 0.0f;  // stored after the FC2 items below (its load's round trip behind them)
   if (static_cast<int>(threadIdx.x) < P) {  // (read after the first barrier below)
     const int slot = R.slot_of_pair[threadIdx.x];
     int pz = -1;
     if (slot >= 0) {
       const int e = R.exp_of_slot[slot], rank = slot - R.off[e];
+      my_g2 = p.g2[e];
       int lo = 0, hi = nact - 1;  // e's place among the active experts (ascending)
       while (lo < hi) {
         const int mid = (lo + hi) >> 1;
@@ -1116,11 +1132,12 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       float acc[1][4];
       task_pass(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, [&] {
         // all of h of the expert's tokens: every FC1 task of every one of its token tiles
-        wait_count(done_ctr(fc1_done, e), static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
+        wait_count_acquire(done_ctr(fc1_done, e), static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
       }, t_ready, c0 & 7, true);
       zpart[it * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
       FP4MOE_TRACE(if (first2) wstamp(5, t_ready); first2 = false;)
     }
+    if (static_cast<int>(threadIdx.x) < P) s_pg2[threadIdx.x] = my_g2;
     FP4MOE_TRACE(wstamp(6, trace_now());)
     __syncthreads();
     FP4MOE_TRACE(wstamp(8, trace_now());)
