@@ -444,6 +444,16 @@ int main(int argc, char** argv) {
       CK(cudaMemcpy(dtok, tok_of_slot.data(), size_t(P) * 4, cudaMemcpyHostToDevice));
       CK(cudaMemcpy(dslot, slot_of_pair.data(), size_t(P) * 4, cudaMemcpyHostToDevice));
 
+#ifdef FP4MOE_DECODE_TRACE
+      // the profiling build: the timeline of the last launch of one more replay of g
+      auto print_trace = [&](cudaGraphExec_t g, bool flush_l2, double us, const char* what) {
+        cuda::decode_trace_reset();
+        CK(cudaDeviceSynchronize());
+        (void)tm.time_graph(g, 1, flush_l2);
+        std::printf("  %s M=%lld: %.1f %s\n", name.c_str(), static_cast<long long>(M), us, what);
+        cuda::decode_trace_print();
+      };
+#endif
       double fp4_us = 0;
       cudaGraphExec_t g_fp4;
       if (rotate) {
@@ -452,13 +462,8 @@ int main(int argc, char** argv) {
         });
         fp4_us = tm.time_graph(g_fp4, reps, false) / n_fp4;
 #ifdef FP4MOE_DECODE_TRACE
-        if (!prefill) {  // the timeline of the last launch of one more replay: code and small data warm, weights from HBM
-          cuda::decode_trace_reset();
-          CK(cudaDeviceSynchronize());
-          (void)tm.time_graph(g_fp4, 1, false);
-          std::printf("  %s M=%lld: %.1f us in-graph; the last launch of a replay:\n", name.c_str(), static_cast<long long>(M), fp4_us);
-          cuda::decode_trace_print();
-        }
+        // the last launch of one more replay: code and small data warm, weights from HBM
+        if (!prefill) print_trace(g_fp4, false, fp4_us, "us in-graph; the last launch of a replay:");
 #endif
         CK(cudaGraphExecDestroy(g_fp4));
       }
@@ -466,13 +471,8 @@ int main(int argc, char** argv) {
       const double single_us = tm.time_graph(g_fp4, reps);
       if (!rotate) fp4_us = single_us;
 #ifdef FP4MOE_DECODE_TRACE
-      if (!prefill) {  // the timeline of one more replay, after an L2 flush (code and data cold)
-        cuda::decode_trace_reset();
-        CK(cudaDeviceSynchronize());
-        (void)tm.time_graph(g_fp4, 1);
-        std::printf("  %s M=%lld: %.1f us alone\n", name.c_str(), static_cast<long long>(M), single_us);
-        cuda::decode_trace_print();
-      }
+      // one more replay, after an L2 flush (code and data cold)
+      if (!prefill) print_trace(g_fp4, true, single_us, "us alone");
 #endif
       CK(cudaGraphExecDestroy(g_fp4));
       CK(cudaGetLastError());

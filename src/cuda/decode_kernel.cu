@@ -113,36 +113,25 @@ __device__ __forceinline__ void wait_counts(const unsigned* ctr, unsigned target
   }
   __syncwarp();
 }
-// Waits until *ctr >= target. One lane polls with relaxed loads and a growing back-off (an
-// acquire per poll would invalidate L1 and load L2 for every waiting warp); then every lane
-// acquires before reading the data the counter covers.
+// Waits until *ctr >= target. One lane polls with a growing back-off; by default with relaxed
+// loads (an acquire per poll would invalidate L1 and load L2 for every waiting warp), then every
+// lane acquires before reading the data the counter covers. kPollAcquire: lane 0 polls with
+// acquire loads and the warp barrier orders every lane's reads after its acquire - a round trip
+// less once the count is there, where no other warp of the SM reads through L1 meanwhile (the wide
+// kernel's FC2 waits once its CTA's FC1 is done; measured on an H200, one lease, three runs each,
+// together with the wide kernel's FC2-scale load moved out of its prologue: qwen3-30b-a3b 16.7 ->
+// 16.5-16.6 us at one token and 21.4 -> 21.3 at two, gpt-oss-120b 30.4-30.6 -> 30.2-30.3 at one).
+template <bool kPollAcquire = false>
 __device__ __forceinline__ void wait_count(const unsigned* ctr, unsigned target, int lane) {
   if (lane == 0) {
     unsigned ns = 64;
-    while (ld_relaxed(ctr) < target) {
+    while ((kPollAcquire ? ld_acquire(ctr) : ld_relaxed(ctr)) < target) {
       __nanosleep(ns);
       ns = ns < 256 ? ns * 2 : ns;  // __nanosleep may sleep up to twice this: keep wake-ups prompt
     }
   }
   __syncwarp();
-  (void)ld_acquire(ctr);
-}
-// Waits until *ctr >= target, lane 0 polling with acquire loads (the warp barrier then orders
-// every lane's reads after its acquire): a round trip less than wait_count once the count is there.
-// Each poll invalidates the SM's L1, which wait_count avoids for the warps of the fused kernel that
-// read their activations through L1 meanwhile; the wide kernel's FC2 waits once its CTA's FC1 is
-// done, when none does. (Measured on an H200, one lease, three runs each, together with the wide
-// kernel's FC2-scale load moved out of its prologue: qwen3-30b-a3b 16.7 -> 16.5-16.6 us at one
-// token and 21.4 -> 21.3 at two, gpt-oss-120b 30.4-30.6 -> 30.2-30.3 at one.)
-__device__ __forceinline__ void wait_count_acquire(const unsigned* ctr, unsigned target, int lane) {
-  if (lane == 0) {
-    unsigned ns = 64;
-    while (ld_acquire(ctr) < target) {
-      __nanosleep(ns);
-      ns = ns < 256 ? ns * 2 : ns;
-    }
-  }
-  __syncwarp();
+  if (!kPollAcquire) (void)ld_acquire(ctr);
 }
 // Signals one more completion of *ctr after this warp's writes (the h rows of an FC1 task, or a
 // Q slot): the warp barrier orders every lane's writes before lane 0's release add, which makes
@@ -1132,7 +1121,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       float acc[1][4];
       task_pass(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, [&] {
         // all of h of the expert's tokens: every FC1 task of every one of its token tiles
-        wait_count_acquire(done_ctr(fc1_done, e), static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
+        wait_count<true>(done_ctr(fc1_done, e), static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
       }, t_ready, c0 & 7, true);
       zpart[it * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
       FP4MOE_TRACE(if (first2) wstamp(5, t_ready); first2 = false;)
