@@ -51,6 +51,8 @@ inline constexpr int kDecodeDepth = 4;
 // 512-byte staging pieces per warp: weights D x 2 tiles, scales 2 groups x 2 tiles,
 // activations D x 2 halves.
 inline constexpr int kDecodeStagingPieces = kDecodeDepth * 2 + 4 + kDecodeDepth * 2;
+// The same for a ring of `depth` chunks.
+constexpr int decode_staging_pieces(int depth) { return depth * 2 + 4 + depth * 2; }
 
 // Outputs per combine task (8 per lane), and (4 per lane, so that 8 pairs' z rows fit in
 // registers at once) for batches of up to kCombineNarrowTokens tokens.
@@ -80,6 +82,17 @@ inline size_t decode_smem_bytes(int P, int E) {
 // for batches of at most kWideMaxPairs routed pairs.
 inline constexpr int kWideWarps = 16;
 inline constexpr int kWideMaxPairs = 64;
+// Chunks in flight per warp of the wide kernel: 2, so that its shared memory (about 150 KB: a
+// 164 KB carve-out) leaves the SM's L1 about 90 KB, which the weights' cp.async.ca copies pass
+// through. With 4 (about 215 KB, L1 about 28 KB) a warp's first copies stall at issue until earlier
+// ones have landed. Measured on an H200 (profiling build, one token of qwen3-30b-a3b, in-graph):
+// with 4, the FC1 warps took 2.0 us to issue their first four chunks and saw their first data 2.1 us
+// after their pass began; with 2, 0.4 and 1.25 us (a CTA of 8 warps with 4 chunks each, 123 KB:
+// 0.36 and 0.9 us). In-graph time, one lease, two runs each: qwen3-30b-a3b at one token 16.6 ->
+// 15.9-16.0 us; at two tokens 21.3-21.4 -> 21.5 and gpt-oss-120b at one 30.3-30.5 -> 30.5-30.7, whose
+// longer passes (16-23 chunks a warp, against 7) lose more to the shallower ring than they gain.
+inline constexpr int kWideDepth = 2;
+inline constexpr int kWideStagingPieces = decode_staging_pieces(kWideDepth);
 // The largest batch the decode backend gives the wide kernel by default (see setup_wide in
 // decode.cu for the rule and what it was measured against).
 inline constexpr int64_t kDecodeWideTokens = 2;
@@ -88,7 +101,7 @@ inline constexpr int kWideZItems = kWideMaxPairs > kWideWarps ? kWideMaxPairs : 
 // Its dynamic shared memory: staging per warp, an FC1 partial sum per warp (1 KB), the FC2
 // partial results, the routing tables.
 inline size_t decode_wide_smem_bytes(int P, int E) {
-  return static_cast<size_t>(kWideWarps) * (kDecodeStagingPieces * 512 + 1024) + static_cast<size_t>(kWideZItems) * 512 +
+  return static_cast<size_t>(kWideWarps) * (kWideStagingPieces * 512 + 1024) + static_cast<size_t>(kWideZItems) * 512 +
          decode_routing_bytes(P, E, kWideWarps);
 }
 

@@ -31,7 +31,7 @@ __device__ unsigned long long g_trace_mark[kTraceCtas][kTraceMarks];
 __device__ unsigned long long g_trace_epi[kTraceTasks][4];
 // The wide kernel, per CTA and warp: when it reached each of kWideSteps steps (decode_trace_print;
 // a step not reached in the last launch keeps an earlier launch's stamp, before that launch's start)
-constexpr int kWideSteps = 13;
+constexpr int kWideSteps = 17;
 __device__ unsigned long long g_trace_wide[kTraceCtas][kWideWarps][kWideSteps];
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t;
@@ -186,11 +186,13 @@ struct Staging {
   uint4* s;
   uint4* b;
 };
-// Warp warp's staging: kDecodeStagingPieces x 512 bytes per warp at the start of a CTA's shared memory.
+// Warp warp's staging for a ring of kDepth chunks: decode_staging_pieces(kDepth) x 512 bytes per
+// warp at the start of a CTA's shared memory.
+template <int kDepth>
 __device__ __forceinline__ Staging warp_staging(unsigned char* smem, int warp) {
   Staging st;
-  st.w = reinterpret_cast<uint4*>(smem) + warp * kDecodeStagingPieces * 32;
-  st.s = st.w + kDecodeDepth * 2 * 32;
+  st.w = reinterpret_cast<uint4*>(smem) + warp * decode_staging_pieces(kDepth) * 32;
+  st.s = st.w + kDepth * 2 * 32;
   st.b = st.s + 4 * 32;
   return st;
 }
@@ -215,13 +217,13 @@ __device__ __forceinline__ Staging warp_staging(unsigned char* smem, int warp) {
 // kTiles = 1 streams one 16-row tile of the task (ts then points at that tile's pieces; the wide
 // kernel's FC2). phase (0..7) is the first chunk's place in its scale group when the pass starts
 // inside a group (ts.s then points at that group): its scales are loaded with the first chunk.
-template <int kTiles, typename BeforeB>
+template <int kTiles, int kDepth = kDecodeDepth, typename BeforeB>
 __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const Staging& st, int lane,
                                           const __nv_bfloat16* bbase, int brow, int kvalid, float (&acc)[kTiles][4],
                                           BeforeB before_b, unsigned long long& t_ready, int phase = 0,
                                           bool interleave = false) {
-  constexpr int D = kDecodeDepth;
-  static_assert(D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
+  constexpr int D = kDepth;
+  static_assert(D == 2 || D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
   static_assert(kTiles == 1 || kTiles == 2, "a task has two tiles");
   (void)t_ready;  // stamped in the profiling build only
   const int q = lane & 3;
@@ -293,6 +295,8 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
       cp_async_commit();
     }
   }
+  FP4MOE_TRACE(if (lane == 0 && blockDim.x == kWideWarps * 32 && blockIdx.x < kTraceCtas)
+                 g_trace_wide[blockIdx.x][threadIdx.x >> 5][kTiles == 2 ? 14 : 15] = trace_now();)
   // One chunk per iteration, its ring slot and scale bytes indexed at run time, unrolled by 4.
   // (Measured on an H200 against unrolling by a whole scale group of 8 chunks with compile-time
   // slots: as fast or 1-3% faster, in 16% less code. Not unrolled at all: up to 17% slower.)
@@ -553,6 +557,7 @@ __device__ __forceinline__ void build_routing(const DecodeParams& p, Routing R, 
 }
 
 // Q (W4A4): one slot's x row quantized with its expert's FC1 input scale into xq.
+template <int kPieces>
 __device__ __forceinline__ void quantize_slot(const DecodeParams& p, const Routing& R, int slot, const Staging& st,
                                               int lane) {
   const int e = R.exp_of_slot[slot];
@@ -562,7 +567,7 @@ __device__ __forceinline__ void quantize_slot(const DecodeParams& p, const Routi
   // the row's 16-blocks, kQBlocks per lane at a time, copied into the warp's staging
   // (lane-private slices) with all their loads in flight together, then quantized: one
   // round trip per 32 * kQBlocks blocks instead of one per 32 (blocks past H are zero)
-  constexpr int kQBlocks = kDecodeStagingPieces / 2;
+  constexpr int kQBlocks = kPieces / 2;
   const int nb = p.Hk / 16, nbx = p.H / 16;
   for (int b0 = 0; b0 < nb; b0 += 32 * kQBlocks) {
 #pragma unroll
@@ -730,7 +735,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   }
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][1] = trace_now();)
 
-  const Staging st = warp_staging(smem, warp);
+  const Staging st = warp_staging<kDecodeDepth>(smem, warp);
   unsigned char* rbase = smem + kDecodeWarps * kDecodeStagingPieces * 512;
   Routing R = carve_routing(rbase, P, E, kDecodeWarps);
   build_routing(p, R, P, E, lane, warp);
@@ -868,7 +873,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     if (task < nq) {
       // ---- Q: one slot's x row quantized with its expert's FC1 input scale ----
       const int slot = task, e = R.exp_of_slot[slot];
-      quantize_slot(p, R, slot, st, lane);
+      quantize_slot<kDecodeStagingPieces>(p, R, slot, st, lane);
       signal_count(done_ctr(q_done, e), lane);
     } else if (task < nq + n1s) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
@@ -996,9 +1001,9 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   __shared__ int s_pz[kWideMaxPairs];  // where a pair's FC2 result is in zpart (-1: an invalid id)
   float my_w = 0.0f;
   if (static_cast<int>(threadIdx.x) < P) my_w = p.wts[threadIdx.x];
-  const Staging st = warp_staging(smem, warp);
+  const Staging st = warp_staging<kWideDepth>(smem, warp);
   // FC1 partial sums [item][32 lanes][2 tiles], FC2 partial results [item][32 lanes], then the routing
-  float4* const part = reinterpret_cast<float4*>(smem + kWideWarps * kDecodeStagingPieces * 512);
+  float4* const part = reinterpret_cast<float4*>(smem + kWideWarps * kWideStagingPieces * 512);
   float4* const zpart = part + kWideWarps * 64;
   const Routing R = carve_routing(reinterpret_cast<unsigned char*>(zpart + kWideZItems * 32), P, E, kWideWarps);
   FP4MOE_TRACE(auto wstamp = [&](int step, unsigned long long t) {
@@ -1021,7 +1026,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   // ---- Q (W4A4): the slots over the grid's warps, one per CTA before a second per CTA ----
   if (p.w4a4)
     for (int slot = warp * G + static_cast<int>(blockIdx.x); slot < nvalid; slot += G * kWideWarps) {
-      quantize_slot(p, R, slot, st, lane);
+      quantize_slot<kWideStagingPieces>(p, R, slot, st, lane);
       signal_count(done_ctr(q_done, R.exp_of_slot[slot]), lane);
     }
 
@@ -1046,8 +1051,9 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     auto wait_q = [&] {
       if (p.w4a4) wait_count(done_ctr(q_done, gt.e), static_cast<unsigned>(R.count[gt.e]), lane);
     };
-    if (p.w4a4) task_pass(ts, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready, c0 & 7);
-    else task_pass(ts, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, c0 & 7, true);
+    FP4MOE_TRACE(if (first1) wstamp(13, trace_now());)
+    if (p.w4a4) task_pass<2, kWideDepth>(ts, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready, c0 & 7);
+    else task_pass<2, kWideDepth>(ts, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, c0 & 7, true);
     FP4MOE_TRACE(if (first1) wstamp(1, t_ready); first1 = false;)
     FP4MOE_TRACE(wstamp(2, trace_now());)
     if (s1 == 1) {
@@ -1119,7 +1125,8 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       ts.w += (ot & 1) * 512, ts.s += (ot & 1) * 512;  // tile ot & 1 of the task
       const int brow = r < cnt ? (off + r) * p.Ik + c0 * 64 : -1;  // token column r's K-value 64 * c0 in h
       float acc[1][4];
-      task_pass(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, [&] {
+      FP4MOE_TRACE(if (first2) wstamp(16, trace_now());)
+      task_pass<1, kWideDepth>(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, [&] {
         // all of h of the expert's tokens: every FC1 task of every one of its token tiles
         wait_count<true>(done_ctr(fc1_done, e), static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
       }, t_ready, c0 & 7, true);
@@ -1191,7 +1198,8 @@ void decode_trace_print() {
     if (cudaMemcpyFromSymbol(wt, g_trace_wide, sizeof(wt)) != cudaSuccess) return;
     const char* steps[kWideSteps] = {"prologue", "FC1 1st data", "FC1 items", "FC1 partials", "FC1 epilogues",
                                      "FC2 1st ready", "FC2 items", "end", "combine start", "combine done",
-                                     "epi stores", "epi signal", "epi summed"};
+                                     "epi stores", "epi signal", "epi summed", "FC1 pre-pass", "FC1 issued",
+                                     "FC2 issued", "FC2 pre-pass"};
     std::printf("    wide trace (us from the first CTA's start, over warps that reached the step: p10/p50/p90/max):\n");
     for (int sidx = 0; sidx < kWideSteps; ++sidx) {
       std::vector<double> v;

@@ -125,7 +125,8 @@ const void* fused_decode_kernel_ptr();
 //       of every active expert, again over ranges of K when they are fewer than the warps, into
 //       shared memory, and the combine of those 16 rows of every token, j in order -> out. No z
 //       round trip, one hand-off (FC1 -> FC2, per expert) instead of two.
-// The split points depend only on the batch and the grid: bitwise reproducible on one GPU.
+// The split points depend only on the batch and the grid: bitwise reproducible on one GPU. Its
+// warps stream through rings of kWideDepth chunks (backend_api.hpp says why 2, not 4).
 const void* wide_decode_kernel_ptr();
 
 #ifdef FP4MOE_DECODE_TRACE
