@@ -174,6 +174,9 @@ class DecodeKernel final : public MoeKernel {
     p.ctas_per_sm = ls.ctas_per_sm;
     p.pf_chunks = ls.fc1_first_round ? std::min<int>(kDecodeDepth, p.chunks1) : 0;
     p.part = ws_part_;
+    p.wide_grid_magic = wide_grid_magic_;
+    p.wide_n1_magic = wide_n1_magic_;
+    for (int i = 0; i <= kWideWarps; ++i) p.wide_fc1_split[i] = wide_fc1_split_[i];
     p.split_ctr = split_ctr_;
     if (T <= wide_max_tokens_) launch_wide(p, static_cast<cudaStream_t>(stream));
     else launch(p, ls, static_cast<cudaStream_t>(stream));
@@ -247,6 +250,21 @@ class DecodeKernel final : public MoeKernel {
     int n = 0;
     FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, kWideWarps * 32, smem));
     if (n < 1) return;
+    // the FC1 assignment's divisions as multiplies (DecodeParams::wide_grid_magic): exact while
+    // x * d < 2^32, x < n1 * (grid + 1) for the grid and x < n1 for n1_tasks (n1 = token tiles x tasks)
+    const uint64_t n1_tasks = static_cast<uint64_t>(dims_.n1_tasks), grid = static_cast<uint64_t>(sms_);
+    const uint64_t n1 = static_cast<uint64_t>(T * k) * n1_tasks;
+    if (n1 * (grid + 1) * grid >= (uint64_t{1} << 32) || n1 * n1_tasks >= (uint64_t{1} << 32) || dims_.chunks1 > 4095) return;
+    auto magic = [](uint64_t d) { return d <= 1 ? 0u : static_cast<unsigned>(((uint64_t{1} << 32) + d - 1) / d); };
+    wide_grid_magic_ = magic(grid);
+    wide_n1_magic_ = magic(n1_tasks);
+    const int chunks1 = static_cast<int>(dims_.chunks1);
+    for (int nt = 0; nt <= kWideWarps; ++nt) {  // the split of a CTA's nt FC1 tasks (as the kernel had computed it)
+      int s1 = nt > 0 && nt < kWideWarps ? std::min(kWideWarps / nt, chunks1) : 1;
+      const int cps1 = (chunks1 + s1 - 1) / s1;
+      s1 = (chunks1 + cps1 - 1) / cps1;
+      wide_fc1_split_[nt] = static_cast<unsigned>(s1) | static_cast<unsigned>(cps1) << 5 | static_cast<unsigned>((256 + s1 - 1) / s1) << 17;
+    }
     wide_max_tokens_ = T;
     wide_smem_ = smem;
   }
@@ -317,6 +335,7 @@ class DecodeKernel final : public MoeKernel {
   const void* fn_ = nullptr;
   std::vector<DecodeLaunchShape> shape_;  // [tokens - 1]
   int max_grid_ = 0, sms_ = 0, sm_ids_ = 0;
+  unsigned wide_grid_magic_ = 0, wide_n1_magic_ = 0, wide_fc1_split_[kWideWarps + 1] = {};
   int64_t wide_max_tokens_ = 0;  // batches of up to this many tokens run the wide kernel
   size_t wide_smem_ = 0;
 };

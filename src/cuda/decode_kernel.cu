@@ -353,16 +353,25 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
 struct GemmTask {
   int w, e, cnt, off;
 };
-__device__ __forceinline__ GemmTask gemm_task(int idx, int ntasks, const Routing& R) {
+__device__ __forceinline__ GemmTask tile_task(int tile, int w, const Routing& R) {
   GemmTask t;
-  const int tile = idx / ntasks;
-  t.w = idx % ntasks;
+  t.w = w;
   const int a = R.tile_act[tile];
   t.e = R.active[a];
   const int first = (tile - R.base[a]) * 8;  // the tile's first token of the expert
   t.cnt = min(8, R.count[t.e] - first);
   t.off = R.off[t.e] + first;
   return t;
+}
+__device__ __forceinline__ GemmTask gemm_task(int idx, int ntasks, const Routing& R) {
+  return tile_task(idx / ntasks, idx % ntasks, R);
+}
+// x / d where magic is ceil(2^32 / d), 0 for d = 1 (exact while x * d < 2^32: DecodeParams).
+__device__ __forceinline__ unsigned magic_div(unsigned x, unsigned magic) { return magic ? __umulhi(x, magic) : x; }
+// gemm_task with the division by ntasks done as a multiply (magic_div).
+__device__ __forceinline__ GemmTask gemm_task_magic(int idx, int ntasks, unsigned magic, const Routing& R) {
+  const int tile = static_cast<int>(magic_div(static_cast<unsigned>(idx), magic));
+  return tile_task(tile, idx - tile * ntasks, R);
 }
 // Token tiles of an expert with cnt tokens.
 __device__ __forceinline__ int token_tiles(int cnt) { return (cnt + 7) / 8; }
@@ -1032,16 +1041,19 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
 
   // ---- FC1: CTA b takes the tasks [n1 * b / G, n1 * (b + 1) / G); with fewer tasks than warps,
   // each task's K is split into s1 ranges over the CTA's warps, summed in range order ----
-  const int n1 = ntile * p.n1_tasks;
-  const int t0 = static_cast<int>(static_cast<long long>(n1) * blockIdx.x / G);
-  const int nt = static_cast<int>(static_cast<long long>(n1) * (blockIdx.x + 1) / G) - t0;
-  int s1 = nt > 0 && nt < kWideWarps ? min(kWideWarps / nt, p.chunks1) : 1;
-  const int cps1 = (p.chunks1 + s1 - 1) / s1;
-  s1 = (p.chunks1 + cps1 - 1) / cps1;
+  // (without integer division: measured on an H200, profiling build, one token of qwen3-30b-a3b,
+  // the divisions' chain had kept the FC1 passes from beginning until 1.1 us after the prologue)
+  const unsigned n1 = static_cast<unsigned>(ntile * p.n1_tasks);
+  const int t0 = static_cast<int>(magic_div(n1 * blockIdx.x, p.wide_grid_magic));
+  const int nt = static_cast<int>(magic_div(n1 * (blockIdx.x + 1), p.wide_grid_magic)) - t0;
+  const unsigned split = p.wide_fc1_split[min(nt, kWideWarps)];
+  const int s1 = static_cast<int>(split & 31u), cps1 = static_cast<int>((split >> 5) & 4095u);
+  const int m1 = static_cast<int>(split >> 17);  // it / s1 = (it * m1) >> 8 for it < 256 / s1
   float g1 = 0.0f, is2 = 1.0f;
   for (int it = warp; it < nt * s1; it += kWideWarps) {
-    const int c0 = (it % s1) * cps1, nch = min(cps1, p.chunks1 - c0);
-    const GemmTask gt = gemm_task(t0 + it / s1, p.n1_tasks, R);
+    const int j = (it * m1) >> 8;  // (with s1 > 1, nt * s1 <= kWideWarps: it < 16)
+    const int c0 = (it - j * s1) * cps1, nch = min(cps1, p.chunks1 - c0);
+    const GemmTask gt = gemm_task_magic(t0 + j, p.n1_tasks, p.wide_n1_magic, R);
     const TaskStream ts = from_chunk(task_stream(p.w1, p.expert1_bytes, gt.e, p.n1_tasks, gt.w, p.chunks1), c0);
     const int brow0 = fc1_brow(p, R, gt, r), brow = brow0 >= 0 ? brow0 + c0 * 64 : -1;  // from K-value 64 * c0
     const int kvalid = fc1_kvalid(p) - c0 * 64;
@@ -1068,8 +1080,8 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     __syncthreads();
     FP4MOE_TRACE(wstamp(3, trace_now());)
     // task j's epilogue by the warp of its first split (with s1 > 1, a warp has at most one item)
-    if (warp % s1 == 0 && warp / s1 < nt) {
-      const int j = warp / s1;
+    const int j = (warp * m1) >> 8;
+    if (warp == j * s1 && j < nt) {
       float acc[2][4];
 #pragma unroll
       for (int t = 0; t < 2; ++t) {
@@ -1081,7 +1093,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
           acc[t][2] = __fadd_rn(acc[t][2], v.z), acc[t][3] = __fadd_rn(acc[t][3], v.w);
         }
       }
-      const GemmTask gt = gemm_task(t0 + j, p.n1_tasks, R);
+      const GemmTask gt = gemm_task_magic(t0 + j, p.n1_tasks, p.wide_n1_magic, R);
       FP4MOE_TRACE(wstamp(12, trace_now());)
       fc1_epilogue(p, acc, g1, is2, gt.w, gt.cnt, gt.off, lane, 0);
       FP4MOE_TRACE(wstamp(10, trace_now());)

@@ -70,6 +70,12 @@ struct DecodeParams {
   // (to the ring's depth, at most chunks1) when every Q and FC1 task fits the first round: those
   // chunks are then what the first round's rings load first.
   int pf_chunks;
+  // The wide kernel's FC1 assignment without integer division (set by setup_wide in decode.cu): x / d
+  // as __umulhi(x, ceil(2^32 / d)) for d = its grid and d = n1_tasks (0 for d = 1: x itself; exact
+  // while x * d < 2^32, which setup_wide checks), and for a CTA of nt FC1 tasks (index min(nt,
+  // kWideWarps)) its K ranges s1, chunks per range cps1 and ceil(256 / s1): s1 | cps1 << 5 | m << 17.
+  unsigned wide_grid_magic, wide_n1_magic;
+  unsigned wide_fc1_split[kWideWarps + 1];
   int sm_ids;       // %nsmid: every %smid is below it (SM ids need not be contiguous)
   int ctas_per_sm;  // the grid is ctas_per_sm CTAs on each SM, all resident (cooperative launch)
 };
