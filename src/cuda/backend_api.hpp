@@ -48,11 +48,10 @@ inline constexpr int kDecodeWarps = 4;  // warps per CTA
 // most batch sizes, by 3-15% and, with the L1 copies, by 4-24%; so was an additional L2
 // prefetch 8 or 16 chunks ahead of the ring, by 5-15%.)
 inline constexpr int kDecodeDepth = 4;
-// 512-byte staging pieces per warp: weights D x 2 tiles, scales 2 groups x 2 tiles,
-// activations D x 2 halves.
-inline constexpr int kDecodeStagingPieces = kDecodeDepth * 2 + 4 + kDecodeDepth * 2;
-// The same for a ring of `depth` chunks.
+// 512-byte staging pieces per warp for a ring of `depth` chunks: weights depth x 2 tiles, scales
+// 2 groups x 2 tiles, activations depth x 2 halves.
 constexpr int decode_staging_pieces(int depth) { return depth * 2 + 4 + depth * 2; }
+inline constexpr int kDecodeStagingPieces = decode_staging_pieces(kDecodeDepth);
 
 // Outputs per combine task (8 per lane), and (4 per lane, so that 8 pairs' z rows fit in
 // registers at once) for batches of up to kCombineNarrowTokens tokens.
