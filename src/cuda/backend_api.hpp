@@ -48,9 +48,9 @@ inline constexpr int kDecodeWarps = 4;  // warps per CTA
 // most batch sizes, by 3-15% and, with the L1 copies, by 4-24%; so was an additional L2
 // prefetch 8 or 16 chunks ahead of the ring, by 5-15%.)
 inline constexpr int kDecodeDepth = 4;
-// 512-byte staging pieces per warp for a ring of `depth` chunks: weights depth x 2 tiles, scales
-// 2 groups x 2 tiles, activations depth x 2 halves.
-constexpr int decode_staging_pieces(int depth) { return depth * 2 + 4 + depth * 2; }
+// 512-byte staging pieces per warp for a ring of `depth` chunks of `tiles` 16-row tiles: weights
+// depth x tiles, scales 2 groups x tiles, activations depth x 2 halves.
+constexpr int decode_staging_pieces(int depth, int tiles = 2) { return depth * tiles + 2 * tiles + depth * 2; }
 inline constexpr int kDecodeStagingPieces = decode_staging_pieces(kDecodeDepth);
 
 // Outputs per combine task (8 per lane), and (4 per lane, so that 8 pairs' z rows fit in
@@ -91,16 +91,29 @@ inline constexpr int kWideMaxPairs = 64;
 // 15.9-16.0 us; at two tokens 21.3-21.4 -> 21.5 and gpt-oss-120b at one 30.3-30.5 -> 30.5-30.7, whose
 // longer passes (16-23 chunks a warp, against 7) lose more to the shallower ring than they gain.
 inline constexpr int kWideDepth = 2;
-inline constexpr int kWideStagingPieces = decode_staging_pieces(kWideDepth);
+// The wide kernel's FC2 streams one 16-row tile (512 bytes a chunk) through a ring of 4 chunks:
+// the same weight bytes in flight as FC1's 2 chunks of two tiles, in the same shared memory (the
+// FC1 partial sums moved beside FC2's results to make room). Measured on an H200 (one lease, three
+// runs each, with the FC2 assignment of decode_kernel.cu), 4 against 2 chunks: nemotron at one token
+// 24.4-25.0 -> 23.8-24.1 us, gpt-oss-120b 29.3-29.6 -> 28.8-29.3 and at two 44.8 -> 43.8-44.0 (the
+// CTAs with a second output tile stream it with most SMs idle); qwen3-30b-a3b 15.2-15.3 -> 15.1-15.2
+// (and 4 chunks for the second output tiles only, 2 for the first: slower in every cell).
+inline constexpr int kWideFc2Depth = 4;
+inline constexpr int kWideStagingPieces = decode_staging_pieces(kWideDepth) > decode_staging_pieces(kWideFc2Depth, 1)
+                                              ? decode_staging_pieces(kWideDepth)
+                                              : decode_staging_pieces(kWideFc2Depth, 1);
 // The largest batch the decode backend gives the wide kernel by default (see setup_wide in
 // decode.cu for the rule and what it was measured against).
 inline constexpr int64_t kDecodeWideTokens = 2;
-// Partial FC2 results a CTA holds at once (512 bytes each): an item per token tile and K range.
-inline constexpr int kWideZItems = kWideMaxPairs > kWideWarps ? kWideMaxPairs : kWideWarps;
-// Its dynamic shared memory: staging per warp, an FC1 partial sum per warp (1 KB), the FC2
-// partial results, the routing tables.
+// 512-byte items of partial results a CTA holds at once: FC2's (two per warp, or one per token tile
+// when they are kWideWarps or more), the FC1 partial sums (one per warp, of two tiles: two items)
+// after the first kWideSpreadItems of them (the space FC2 reaches only with more token tiles).
+inline constexpr int kWideSpreadItems = 2 * kWideWarps;
+inline constexpr int kWideZItems = kWideMaxPairs > kWideSpreadItems + 2 * kWideWarps ? kWideMaxPairs
+                                                                                     : kWideSpreadItems + 2 * kWideWarps;
+// Its dynamic shared memory: staging per warp, the partial results, the routing tables.
 inline size_t decode_wide_smem_bytes(int P, int E) {
-  return static_cast<size_t>(kWideWarps) * (kWideStagingPieces * 512 + 1024) + static_cast<size_t>(kWideZItems) * 512 +
+  return static_cast<size_t>(kWideWarps) * kWideStagingPieces * 512 + static_cast<size_t>(kWideZItems) * 512 +
          decode_routing_bytes(P, E, kWideWarps);
 }
 

@@ -174,8 +174,9 @@ class DecodeKernel final : public MoeKernel {
     p.ctas_per_sm = ls.ctas_per_sm;
     p.pf_chunks = ls.fc1_first_round ? std::min<int>(kDecodeDepth, p.chunks1) : 0;
     p.part = ws_part_;
-    p.wide_grid_magic = wide_grid_magic_;
-    p.wide_n1_magic = wide_n1_magic_;
+    p.wide_grid_magic = wide_magic_[0];
+    p.wide_n1_magic = wide_magic_[1];
+    p.wide_c2_magic = wide_magic_[2];
     for (int i = 0; i <= kWideWarps; ++i) p.wide_fc1_split[i] = wide_fc1_split_[i];
     p.split_ctr = split_ctr_;
     if (T <= wide_max_tokens_) launch_wide(p, static_cast<cudaStream_t>(stream));
@@ -221,7 +222,7 @@ class DecodeKernel final : public MoeKernel {
   // The wide kernel (decode_kernel.cuh) takes batches of up to wide_max_tokens_ tokens, within
   // kWideMaxPairs routed pairs and when one CTA of it fits each SM with that batch's shared memory:
   // by default up to kDecodeWideTokens tokens when each CTA owns at most one 16-row output tile
-  // (H <= 16 x SMs), and one token of a gated (SwiGLU) layer whose tiles are at most 1.5 x SMs;
+  // (H <= 16 x SMs), and one token of a layer whose tiles are at most 1.5 x SMs;
   // FP4MOE_DECODE_WIDE=N sets N tokens whatever the shape (0: never - tests and measurements run
   // either kernel on any batch this way). The wide kernel gains in FC1 (each task's K over a CTA's
   // warps) and loses in FC2 where the tiles outnumber the SMs (the CTAs with two run FC2 twice);
@@ -231,12 +232,13 @@ class DecodeKernel final : public MoeKernel {
   // at one token; gpt-oss-120b (180) 33.2 -> 31.9 at one token but 40.0 -> 46.6 at two. Session 20
   // (one lease, two runs each, after the wide kernel's FC2 and combine changes): qwen3-30b-a3b
   // 18.5 -> 16.8 and 23.4 -> 21.5, gpt-oss-120b 33.1 -> 30.4-30.7 at one token, nemotron 24.3-24.5
-  // -> 24.9-25.0 at one token.
+  // -> 24.9-25.0 at one token. Session 23 (FC2's even split and 4-chunk rings, one lease, three runs
+  // each): nemotron at one token 24.6-24.8 fused, 23.8-24.1 wide (now its default), at two 32.6-32.7
+  // fused, 36.1 wide; gpt-oss-120b at two 40.6-40.7 fused, 43.8-44.0 wide.
   void setup_wide(const cudaDeviceProp& prop) {
     const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
     const int64_t tiles = spec_.hidden / 16, sms = prop.multiProcessorCount;
-    const bool gated = spec_.activation == Activation::SwiGLU;
-    int64_t want = tiles <= sms ? kDecodeWideTokens : gated && 2 * tiles <= 3 * sms ? 1 : 0;
+    int64_t want = tiles <= sms ? kDecodeWideTokens : 2 * tiles <= 3 * sms ? 1 : 0;
     if (const char* env = std::getenv("FP4MOE_DECODE_WIDE"); env && *env) want = std::max(0, std::atoi(env));
     const int64_t T = std::min({want, max_tokens_, int64_t{kWideMaxPairs / k}});
     wide_max_tokens_ = 0;
@@ -250,14 +252,19 @@ class DecodeKernel final : public MoeKernel {
     int n = 0;
     FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, kWideWarps * 32, smem));
     if (n < 1) return;
-    // the FC1 assignment's divisions as multiplies (DecodeParams::wide_grid_magic): exact while
-    // x * d < 2^32, x < n1 * (grid + 1) for the grid and x < n1 for n1_tasks (n1 = token tiles x tasks)
+    // the work assignment's divisions as multiplies (DecodeParams::wide_grid_magic), exact while x * d
+    // < 2^32: x <= n1 * grid for the grid (n1 = token tiles x tasks), x < n1 for n1_tasks, x below
+    // kWideWarps token tiles' chunks for chunks2
     const uint64_t n1_tasks = static_cast<uint64_t>(dims_.n1_tasks), grid = static_cast<uint64_t>(sms_);
-    const uint64_t n1 = static_cast<uint64_t>(T * k) * n1_tasks;
-    if (n1 * (grid + 1) * grid >= (uint64_t{1} << 32) || n1 * n1_tasks >= (uint64_t{1} << 32) || dims_.chunks1 > 4095) return;
+    const uint64_t c2 = static_cast<uint64_t>(dims_.chunks2);
+    const uint64_t n1 = static_cast<uint64_t>(T * k) * n1_tasks, lim = uint64_t{1} << 32;
+    if (n1 * grid * grid >= lim || n1 * n1_tasks >= lim || static_cast<uint64_t>(kWideWarps) * c2 * c2 >= lim ||
+        dims_.chunks1 > 4095)
+      return;
     auto magic = [](uint64_t d) { return d <= 1 ? 0u : static_cast<unsigned>(((uint64_t{1} << 32) + d - 1) / d); };
-    wide_grid_magic_ = magic(grid);
-    wide_n1_magic_ = magic(n1_tasks);
+    wide_magic_[0] = magic(grid);
+    wide_magic_[1] = magic(n1_tasks);
+    wide_magic_[2] = magic(c2);
     const int chunks1 = static_cast<int>(dims_.chunks1);
     for (int nt = 0; nt <= kWideWarps; ++nt) {  // the split of a CTA's nt FC1 tasks (as the kernel had computed it)
       int s1 = nt > 0 && nt < kWideWarps ? std::min(kWideWarps / nt, chunks1) : 1;
@@ -335,7 +342,8 @@ class DecodeKernel final : public MoeKernel {
   const void* fn_ = nullptr;
   std::vector<DecodeLaunchShape> shape_;  // [tokens - 1]
   int max_grid_ = 0, sms_ = 0, sm_ids_ = 0;
-  unsigned wide_grid_magic_ = 0, wide_n1_magic_ = 0, wide_fc1_split_[kWideWarps + 1] = {};
+  unsigned wide_magic_[3] = {};  // DecodeParams::wide_grid_magic, wide_n1_magic, wide_c2_magic
+  unsigned wide_fc1_split_[kWideWarps + 1] = {};
   int64_t wide_max_tokens_ = 0;  // batches of up to this many tokens run the wide kernel
   size_t wide_smem_ = 0;
 };

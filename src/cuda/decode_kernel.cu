@@ -113,25 +113,19 @@ __device__ __forceinline__ void wait_counts(const unsigned* ctr, unsigned target
   }
   __syncwarp();
 }
-// Waits until *ctr >= target. One lane polls with a growing back-off; by default with relaxed
-// loads (an acquire per poll would invalidate L1 and load L2 for every waiting warp), then every
-// lane acquires before reading the data the counter covers. kPollAcquire: lane 0 polls with
-// acquire loads and the warp barrier orders every lane's reads after its acquire - a round trip
-// less once the count is there, where no other warp of the SM reads through L1 meanwhile (the wide
-// kernel's FC2 waits once its CTA's FC1 is done; measured on an H200, one lease, three runs each,
-// together with the wide kernel's FC2-scale load moved out of its prologue: qwen3-30b-a3b 16.7 ->
-// 16.5-16.6 us at one token and 21.4 -> 21.3 at two, gpt-oss-120b 30.4-30.6 -> 30.2-30.3 at one).
-template <bool kPollAcquire = false>
+// Waits until *ctr >= target. One lane polls with relaxed loads and a growing back-off (an acquire
+// per poll would invalidate L1 and load L2 for every waiting warp), then every lane acquires
+// before reading the data the counter covers.
 __device__ __forceinline__ void wait_count(const unsigned* ctr, unsigned target, int lane) {
   if (lane == 0) {
     unsigned ns = 64;
-    while ((kPollAcquire ? ld_acquire(ctr) : ld_relaxed(ctr)) < target) {
+    while (ld_relaxed(ctr) < target) {
       __nanosleep(ns);
       ns = ns < 256 ? ns * 2 : ns;  // __nanosleep may sleep up to twice this: keep wake-ups prompt
     }
   }
   __syncwarp();
-  if (!kPollAcquire) (void)ld_acquire(ctr);
+  (void)ld_acquire(ctr);
 }
 // Signals one more completion of *ctr after this warp's writes (the h rows of an FC1 task, or a
 // Q slot): the warp barrier orders every lane's writes before lane 0's release add, which makes
@@ -179,21 +173,22 @@ __device__ __forceinline__ TaskStream from_chunk(TaskStream ts, int c0) {
 }
 
 // Per-warp staging (lane-private 16-byte slices, so no barrier is needed): weight slots
-// [D][2 tiles][32 lanes], scale slots [2 groups][2 tiles][32 lanes], activation slots
+// [D][tiles][32 lanes], scale slots [2 groups][tiles][32 lanes], activation slots
 // [D][2 halves][32 lanes].
 struct Staging {
   uint4* w;
   uint4* s;
   uint4* b;
 };
-// Warp warp's staging for a ring of kDepth chunks: decode_staging_pieces(kDepth) x 512 bytes per
-// warp at the start of a CTA's shared memory.
-template <int kDepth>
+// Warp warp's staging for a ring of kDepth chunks of kTiles tiles (decode_staging_pieces(kDepth,
+// kTiles) pieces), its warp's pieces kPieces x 512 bytes apart from the start of a CTA's shared memory.
+template <int kDepth, int kTiles, int kPieces>
 __device__ __forceinline__ Staging warp_staging(unsigned char* smem, int warp) {
+  static_assert(decode_staging_pieces(kDepth, kTiles) <= kPieces, "a warp's staging within its pieces");
   Staging st;
-  st.w = reinterpret_cast<uint4*>(smem) + warp * decode_staging_pieces(kDepth) * 32;
-  st.s = st.w + kDepth * 2 * 32;
-  st.b = st.s + 4 * 32;
+  st.w = reinterpret_cast<uint4*>(smem) + warp * kPieces * 32;
+  st.s = st.w + kDepth * kTiles * 32;
+  st.b = st.s + 2 * kTiles * 32;
   return st;
 }
 
@@ -241,12 +236,12 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
     if (c < nch) {
       if (((phase + c) & 7) == 0 || (phase != 0 && c == 0)) {
         const int gs = ((phase + c) >> 3) & 1;
-        cp_async16_weights(&st.s[(gs * 2 + 0) * 32 + lane], ssrc, pol);
-        if (kTiles == 2) cp_async16_weights(&st.s[(gs * 2 + 1) * 32 + lane], ssrc + 512, pol);
+        cp_async16_weights(&st.s[(gs * kTiles + 0) * 32 + lane], ssrc, pol);
+        if (kTiles == 2) cp_async16_weights(&st.s[(gs * kTiles + 1) * 32 + lane], ssrc + 512, pol);
         ssrc += ts.stride;
       }
-      cp_async16_weights(&st.w[(slot * 2 + 0) * 32 + lane], wsrc, pol);
-      if (kTiles == 2) cp_async16_weights(&st.w[(slot * 2 + 1) * 32 + lane], wsrc + 512, pol);
+      cp_async16_weights(&st.w[(slot * kTiles + 0) * 32 + lane], wsrc, pol);
+      if (kTiles == 2) cp_async16_weights(&st.w[(slot * kTiles + 1) * 32 + lane], wsrc + 512, pol);
       wsrc += ts.stride;
     }
   };
@@ -307,8 +302,8 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
     FP4MOE_TRACE(const int twarp = blockIdx.x * kDecodeWarps + (threadIdx.x >> 5);
                  if (lane == 0 && twarp < kTraceWarpsC && c < kTraceChunks) g_trace_chunk[twarp][c][0] = trace_now();)
     const int slot = c & (D - 1), u = (phase + c) & 7;
-    const uint4 w0 = st.w[(slot * 2 + 0) * 32 + lane];
-    const uint4 w1 = kTiles == 2 ? st.w[(slot * 2 + 1) * 32 + lane] : w0;
+    const uint4 w0 = st.w[(slot * kTiles + 0) * 32 + lane];
+    const uint4 w1 = kTiles == 2 ? st.w[(slot * kTiles + 1) * 32 + lane] : w0;
     const uint4 bv[2] = {st.b[(slot * 2 + 0) * 32 + lane], st.b[(slot * 2 + 1) * 32 + lane]};
     const uint32_t* bw = reinterpret_cast<const uint32_t*>(&bv[0]);
     __nv_bfloat162 s_lo[kTiles], s_hi[kTiles];
@@ -316,7 +311,7 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
     for (int t = 0; t < kTiles; ++t) {
       // this chunk's two scale bytes (rows r, r + 8) of the group's 16-byte lane slice
       const uint32_t sw =
-          reinterpret_cast<const uint32_t*>(&st.s[((((phase + c) >> 3) & 1) * 2 + t) * 32 + lane])[u >> 1];
+          reinterpret_cast<const uint32_t*>(&st.s[((((phase + c) >> 3) & 1) * kTiles + t) * 32 + lane])[u >> 1];
       const uint32_t pair = (u & 1) ? (sw >> 16) : (sw & 0xFFFF);
       // e4m3x2 -> f16x2 -> f32 x 2^63 -> bf16x2 (all exact), then (s_r, s_r) and (s_r8, s_r8)
       const float2 sf = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3)));
@@ -744,7 +739,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   }
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][1] = trace_now();)
 
-  const Staging st = warp_staging<kDecodeDepth>(smem, warp);
+  const Staging st = warp_staging<kDecodeDepth, 2, kDecodeStagingPieces>(smem, warp);
   unsigned char* rbase = smem + kDecodeWarps * kDecodeStagingPieces * 512;
   Routing R = carve_routing(rbase, P, E, kDecodeWarps);
   build_routing(p, R, P, E, lane, warp);
@@ -1010,10 +1005,10 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   __shared__ int s_pz[kWideMaxPairs];  // where a pair's FC2 result is in zpart (-1: an invalid id)
   float my_w = 0.0f;
   if (static_cast<int>(threadIdx.x) < P) my_w = p.wts[threadIdx.x];
-  const Staging st = warp_staging<kWideDepth>(smem, warp);
-  // FC1 partial sums [item][32 lanes][2 tiles], FC2 partial results [item][32 lanes], then the routing
-  float4* const part = reinterpret_cast<float4*>(smem + kWideWarps * kWideStagingPieces * 512);
-  float4* const zpart = part + kWideWarps * 64;
+  const Staging st = warp_staging<kWideDepth, 2, kWideStagingPieces>(smem, warp);       // Q and FC1
+  const Staging st2 = warp_staging<kWideFc2Depth, 1, kWideStagingPieces>(smem, warp);  // FC2
+  // partial results [item][32 lanes] (FC1's, then FC2's), then the routing
+  float4* const zpart = reinterpret_cast<float4*>(smem + kWideWarps * kWideStagingPieces * 512);
   const Routing R = carve_routing(reinterpret_cast<unsigned char*>(zpart + kWideZItems * 32), P, E, kWideWarps);
   FP4MOE_TRACE(auto wstamp = [&](int step, unsigned long long t) {
     if (lane == 0 && blockIdx.x < kTraceCtas) g_trace_wide[blockIdx.x][warp][step] = t;
@@ -1039,12 +1034,13 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       signal_count(done_ctr(q_done, R.exp_of_slot[slot]), lane);
     }
 
-  // ---- FC1: CTA b takes the tasks [n1 * b / G, n1 * (b + 1) / G); with fewer tasks than warps,
-  // each task's K is split into s1 ranges over the CTA's warps, summed in range order ----
-  // (without integer division: on an H200, profiling build, one token of qwen3-30b-a3b, the
-  // divisions' chain had kept the FC1 passes from beginning until 1.1 us after the prologue; now
-  // 0.6 us. In-graph, one lease, two runs each: qwen3-30b-a3b 15.8-15.9 -> 15.0-15.1 us at one
-  // token, 21.4 -> 20.6-20.7 at two, gpt-oss-120b 30.4-30.6 -> 29.5-29.6 at one)
+  // ---- FC1: CTA b takes the tasks [n1 * b / G, n1 * (b + 1) / G), nt of them, and their N1 = nt x
+  // chunks1 chunks (task-major) evenly over its warps: warp w takes [N1 w / W, N1 (w + 1) / W). A task
+  // in one warp's range gets its epilogue there; a task split between consecutive warps gets it from
+  // the warp that begins it (its owner), which adds the others' partial sums in warp (= K) order. ----
+  // (The assignment without integer division: on an H200, profiling build, one token of
+  // qwen3-30b-a3b, the divisions' chain had kept the FC1 passes from beginning until 1.1 us after
+  // the prologue; now 0.6 us.)
   const unsigned n1 = static_cast<unsigned>(ntile * p.n1_tasks);
   const int t0 = static_cast<int>(magic_div(n1 * blockIdx.x, p.wide_grid_magic));
   const int nt = static_cast<int>(magic_div(n1 * (blockIdx.x + 1), p.wide_grid_magic)) - t0;
@@ -1052,6 +1048,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   const int s1 = static_cast<int>(split & 31u), cps1 = static_cast<int>((split >> 5) & 4095u);
   const int m1 = static_cast<int>(split >> 17);  // it / s1 = (it * m1) >> 8 for it < 256 / s1
   float g1 = 0.0f, is2 = 1.0f;
+  float4* const part1 = zpart + kWideSpreadItems * 32;  // FC1 partial sums [item][32 lanes][2 tiles]
   for (int it = warp; it < nt * s1; it += kWideWarps) {
     const int j = (it * m1) >> 8;  // (with s1 > 1, nt * s1 <= kWideWarps: it < 16)
     const int c0 = (it - j * s1) * cps1, nch = min(cps1, p.chunks1 - c0);
@@ -1075,7 +1072,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       signal_count(done_ctr(fc1_done, gt.e), lane);
     } else {
 #pragma unroll
-      for (int t = 0; t < 2; ++t) part[(it * 32 + lane) * 2 + t] = make_float4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
+      for (int t = 0; t < 2; ++t) part1[(it * 32 + lane) * 2 + t] = make_float4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
     }
   }
   if (s1 > 1) {  // (uniform over the CTA)
@@ -1087,10 +1084,10 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       float acc[2][4];
 #pragma unroll
       for (int t = 0; t < 2; ++t) {
-        float4 v = part[(j * s1 * 32 + lane) * 2 + t];
+        float4 v = part1[(j * s1 * 32 + lane) * 2 + t];
         acc[t][0] = v.x, acc[t][1] = v.y, acc[t][2] = v.z, acc[t][3] = v.w;
         for (int s = 1; s < s1; ++s) {
-          v = part[((j * s1 + s) * 32 + lane) * 2 + t];
+          v = part1[((j * s1 + s) * 32 + lane) * 2 + t];
           acc[t][0] = __fadd_rn(acc[t][0], v.x), acc[t][1] = __fadd_rn(acc[t][1], v.y);
           acc[t][2] = __fadd_rn(acc[t][2], v.z), acc[t][3] = __fadd_rn(acc[t][3], v.w);
         }
@@ -1104,13 +1101,27 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     }
   }
 
+  // FC2's results reach the partial sums' items only with more than kWideSpreadItems token tiles
+  if (ntile > kWideSpreadItems) __syncthreads();
+
   FP4MOE_TRACE(wstamp(4, trace_now());)
   // ---- FC2 and the combine: CTA b owns the 16-row output tiles b, b + G, ...; for each, every
-  // token tile of every active expert over s2 ranges of K (a warp each), their partial results
-  // in shared memory, then out = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
-  int s2 = ntile > 0 && ntile < kWideWarps ? min(kWideWarps / ntile, p.chunks2) : 1;
-  const int cps2 = (p.chunks2 + s2 - 1) / s2;
-  s2 = (p.chunks2 + cps2 - 1) / cps2;
+  // token tile of every active expert, as items of a warp each: with W or more token tiles, item i
+  // is token tile i; with fewer, each token tile's K is split into s2 ranges (item i: token tile
+  // i / s2, range i % s2) - or, where that leaves a warp more chunks than an even split of all the
+  // chunks (N2 = ntile x chunks2) over the warps, warp w takes [N2 w / W, N2 (w + 1) / W) of them
+  // (token tile-major; at most two token tiles, its first and last ranges' results in items 2w and
+  // 2w + 1). Then out = bf16(sum over j in order of w[t, j] * z[slot(t, j)]), a pair's z the sum of
+  // its token tile's items in K order. The items are the same for every output tile. ----
+  // (Measured on an H200, one lease, three runs each, against s2 ranges always and rings of 2 chunks:
+  // nemotron at one token 24.5-24.7 -> 23.8-24.1 us, at two 38.0 -> 36.1; gpt-oss-120b 29.6-29.9 ->
+  // 28.8-29.3 and 45.6 -> 43.8-44.0; qwen3-30b-a3b 15.0 -> 15.1-15.2 and 20.6-20.7 -> 20.9-21.0.)
+  const int C2 = p.chunks2, N2 = ntile * C2;
+  int s2 = ntile > 0 && ntile < kWideWarps ? min(kWideWarps / ntile, C2) : 1;
+  const int cps2 = (C2 + s2 - 1) / s2;
+  s2 = (C2 + cps2 - 1) / cps2;
+  const bool spread = ntile < kWideWarps && (N2 + kWideWarps - 1) / kWideWarps < cps2;
+  const int a2 = spread ? N2 * warp / kWideWarps : 0, b2 = spread ? N2 * (warp + 1) / kWideWarps : 0;
   float my_g2 = 0.0f;  // stored after the FC2 items below (its load's round trip behind them)
   if (static_cast<int>(threadIdx.x) < P) {  // (read after the first barrier below)
     const int slot = R.slot_of_pair[threadIdx.x];
@@ -1124,27 +1135,76 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
         if (R.active[mid] < e) lo = mid + 1;
         else hi = mid;
       }
-      // token column rank % 8 of its token tile's first K range, in the MMA's accumulator layout
-      const int tile = R.base[lo] + (rank >> 3), col = rank & 7;
-      pz = tile * s2 * 128 + (col >> 1) * 4 + (col & 1);
+      // token column rank % 8 of its token tile, in the MMA's accumulator layout; pz: its first item
+      // (bits 0..12), where its later items begin (13..25: zstride apart from there), items (26..)
+      const int tile = R.base[lo] + (rank >> 3), col = rank & 7, cofs = (col >> 1) * 4 + (col & 1);
+      if (!spread) {
+        pz = (tile * s2 * 128 + cofs) | (tile * s2 * 128 + cofs) << 13 | s2 << 26;
+      } else {
+        const int x0 = tile * C2, x1 = x0 + C2 - 1;  // its chunks; the warps holding its first and last
+        const int wf = (kWideWarps * x0 + kWideWarps - 1) / N2, wl = (kWideWarps * x1 + kWideWarps - 1) / N2;
+        const int sf = N2 * wf / kWideWarps < x0;  // the token tile is wf's second range
+        pz = ((wf * 2 + sf) * 128 + cofs) | (wf * 256 + cofs) << 13 | (wl - wf + 1) << 26;
+      }
     }
     s_pz[threadIdx.x] = pz;
   }
+  const int zstride = spread ? 256 : 128;  // floats from one item of a token tile to the next
+  // FC2's dependencies, waited for once, in the first pass: all of h of the experts of the warp's
+  // token tiles - every FC1 task of every one of their token tiles -, one token tile a lane, the
+  // lanes polling at once with acquire loads, the warp barrier then ordering every lane's reads
+  // after them. (A wait at a later pass, while the CTA's other warps stream, would cost them an L1
+  // invalidation each time. Acquire polls rather than relaxed ones and an acquire: a round trip less
+  // once the count is there, and no other warp of the SM reads through L1 meanwhile - measured in
+  // session 20 on an H200, one lease, three runs each, with the FC2-scale load moved out of the
+  // prologue: qwen3-30b-a3b 16.7 -> 16.5-16.6 us at one token, gpt-oss-120b 30.4-30.6 -> 30.2-30.3.)
+  bool waited = false;
+  auto wait_fc2_deps = [&] {
+    if (waited) return;
+    waited = true;
+    int tt = -1;
+    if (spread) {
+      const int j0 = static_cast<int>(magic_div(a2, p.wide_c2_magic));
+      const int j1 = static_cast<int>(magic_div(b2 - 1, p.wide_c2_magic));
+      tt = lane == 0 ? j0 : lane == 1 && j1 != j0 ? j1 : -1;
+    } else {
+      const int it = warp + kWideWarps * lane;
+      tt = lane < 4 && it < ntile * s2 ? it / s2 : -1;
+    }
+    if (tt >= 0) {
+      const int e = R.active[R.tile_act[tt]];
+      const unsigned* ctr = done_ctr(fc1_done, e);
+      const unsigned target = static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e]));
+      unsigned ns = 64;
+      while (ld_acquire(ctr) < target) {
+        __nanosleep(ns);
+        ns = ns < 256 ? ns * 2 : ns;
+      }
+    }
+    __syncwarp();
+  };
   for (int ot = static_cast<int>(blockIdx.x); ot < p.H / 16; ot += G) {
-    for (int it = warp; it < ntile * s2; it += kWideWarps) {
-      const int c0 = (it % s2) * cps2, nch = min(cps2, p.chunks2 - c0);
-      const GemmTask gt = gemm_task(it / s2, 1, R);  // the token tile (its row task is ot's, below)
-      const int e = gt.e, cnt = gt.cnt, off = gt.off;
-      TaskStream ts = from_chunk(task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, ot >> 1, p.chunks2), c0);
+    if (spread && a2 == b2) zpart[warp * 2 * 32 + lane] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);  // adds nothing
+    // the warp's items, one call of the pass (one copy of its code)
+    for (int c = a2, j = spread ? static_cast<int>(magic_div(a2, p.wide_c2_magic)) : 0, it = warp;
+         spread ? c < b2 : it < ntile * s2;) {
+      int tt, c0, nch, item;
+      if (spread) {
+        const int jc = j * C2, c1 = min(b2 - jc, C2);
+        tt = j, c0 = c - jc, nch = c1 - c0, item = warp * 2 + (c != a2);
+        c = jc + c1, ++j;
+      } else {
+        tt = it / s2, c0 = (it - tt * s2) * cps2, nch = min(cps2, C2 - c0), item = it;
+        it += kWideWarps;
+      }
+      const GemmTask gt = tile_task(tt, 0, R);  // the token tile (its row task is ot's, below)
+      TaskStream ts = from_chunk(task_stream(p.w2, p.expert2_bytes, gt.e, p.n2_tasks, ot >> 1, C2), c0);
       ts.w += (ot & 1) * 512, ts.s += (ot & 1) * 512;  // tile ot & 1 of the task
-      const int brow = r < cnt ? (off + r) * p.Ik + c0 * 64 : -1;  // token column r's K-value 64 * c0 in h
+      const int brow = r < gt.cnt ? (gt.off + r) * p.Ik + c0 * 64 : -1;  // token column r's K-value 64 * c0 in h
       float acc[1][4];
       FP4MOE_TRACE(if (first2) wstamp(16, trace_now());)
-      task_pass<1, kWideDepth>(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, [&] {
-        // all of h of the expert's tokens: every FC1 task of every one of its token tiles
-        wait_count<true>(done_ctr(fc1_done, e), static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])), lane);
-      }, t_ready, c0 & 7, true);
-      zpart[it * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
+      task_pass<1, kWideFc2Depth>(ts, nch, st2, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, true);
+      zpart[item * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
       FP4MOE_TRACE(if (first2) wstamp(5, t_ready); first2 = false;)
     }
     if (static_cast<int>(threadIdx.x) < P) s_pg2[threadIdx.x] = my_g2;
@@ -1153,15 +1213,16 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     FP4MOE_TRACE(wstamp(8, trace_now());)
     // every pair's weighted result on the 16 rows at once, then each output adds its pairs in
     // order (measured on an H200: one thread per output doing both, one pair after another, took
-    // 0.6 us more at one token of qwen3-30b-a3b; FC1's partial sums are no longer read here)
-    float* const prod = reinterpret_cast<float*>(part);  // [pair][16 rows]
+    // 0.6 us more at one token of qwen3-30b-a3b). The products go to the (drained) staging.
+    float* const prod = reinterpret_cast<float*>(smem);  // [pair][16 rows]
     for (int i = threadIdx.x; i < P * 16; i += blockDim.x) {
       const int pi = i >> 4, rr = i & 15;
       const float* zr = reinterpret_cast<const float*>(zpart) + (rr & 7) * 16 + (rr >> 3) * 2;  // tile row rr
       const int pz = s_pz[pi];
       if (pz < 0) continue;
-      float zs = zr[pz];
-      for (int s = 1; s < s2; ++s) zs = __fadd_rn(zs, zr[pz + s * 128]);
+      const int n = pz >> 26, rest = (pz >> 13) & 8191;
+      float zs = zr[pz & 8191];
+      for (int s = 1; s < n; ++s) zs = __fadd_rn(zs, zr[rest + s * zstride]);
       prod[i] = __fmul_rn(s_pw[pi], __fmul_rn(zs, s_pg2[pi]));
     }
     __syncthreads();

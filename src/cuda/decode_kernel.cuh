@@ -70,11 +70,11 @@ struct DecodeParams {
   // (to the ring's depth, at most chunks1) when every Q and FC1 task fits the first round: those
   // chunks are then what the first round's rings load first.
   int pf_chunks;
-  // The wide kernel's FC1 assignment without integer division (set by setup_wide in decode.cu): x / d
-  // as __umulhi(x, ceil(2^32 / d)) for d = its grid and d = n1_tasks (0 for d = 1: x itself; exact
-  // while x * d < 2^32, which setup_wide checks), and for a CTA of nt FC1 tasks (index min(nt,
+  // The wide kernel's work assignment without integer division (set by setup_wide in decode.cu): x / d
+  // as __umulhi(x, ceil(2^32 / d)) for d = its grid, n1_tasks and chunks2 (0 for d = 1: x itself;
+  // exact while x * d < 2^32, which setup_wide checks), and for a CTA of nt FC1 tasks (index min(nt,
   // kWideWarps)) its K ranges s1, chunks per range cps1 and ceil(256 / s1): s1 | cps1 << 5 | m << 17.
-  unsigned wide_grid_magic, wide_n1_magic;
+  unsigned wide_grid_magic, wide_n1_magic, wide_c2_magic;
   unsigned wide_fc1_split[kWideWarps + 1];
   int sm_ids;       // %nsmid: every %smid is below it (SM ids need not be contiguous)
   int ctas_per_sm;  // the grid is ctas_per_sm CTAs on each SM, all resident (cooperative launch)
@@ -128,11 +128,13 @@ const void* fused_decode_kernel_ptr();
 //       they are fewer than its warps, each task's K is split into ranges over the warps, their
 //       partial sums added in range order in shared memory, then the same epilogue -> h;
 //   FC2 + combine: CTA b owns the 16-row output tiles b, b + grid, ...: for each, every token tile
-//       of every active expert, again over ranges of K when they are fewer than the warps, into
+//       of every active expert over the warps (fewer token tiles than warps: K ranges of each, or
+//       all their chunks split evenly where that shortens the longest warp), the partial results in
 //       shared memory, and the combine of those 16 rows of every token, j in order -> out. No z
 //       round trip, one hand-off (FC1 -> FC2, per expert) instead of two.
 // The split points depend only on the batch and the grid: bitwise reproducible on one GPU. Its
-// warps stream through rings of kWideDepth chunks (backend_api.hpp says why 2, not 4).
+// warps stream through rings of kWideDepth chunks in FC1 and kWideFc2Depth in FC2 (backend_api.hpp
+// says why).
 const void* wide_decode_kernel_ptr();
 
 #ifdef FP4MOE_DECODE_TRACE
