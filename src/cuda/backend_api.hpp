@@ -93,11 +93,13 @@ inline constexpr int kWideMaxPairs = 64;
 inline constexpr int kWideDepth = 2;
 // The wide kernel's FC2 streams one 16-row tile (512 bytes a chunk) through a ring of 4 chunks:
 // the same weight bytes in flight as FC1's 2 chunks of two tiles, in the same shared memory (the
-// FC1 partial sums moved beside FC2's results to make room). Measured on an H200 (one lease, three
-// runs each, with the FC2 assignment of decode_kernel.cu), 4 against 2 chunks: nemotron at one token
-// 24.4-25.0 -> 23.8-24.1 us, gpt-oss-120b 29.3-29.6 -> 28.8-29.3 and at two 44.8 -> 43.8-44.0 (the
-// CTAs with a second output tile stream it with most SMs idle); qwen3-30b-a3b 15.2-15.3 -> 15.1-15.2
-// (and 4 chunks for the second output tiles only, 2 for the first: slower in every cell).
+// FC1 partial sums moved beside FC2's results to make room). Measured on an H200, one lease each,
+// two runs, 2 against 4 chunks: nemotron at one token 25.0 against 24.6 us, at two 37.4 against
+// 36.6, gpt-oss-120b 29.7 against 29.1-29.2 and 42.9-43.0 against 41.6-41.8, qwen3-30b-a3b 15.8
+// against 15.7 and 21.8-21.9 against 21.4-21.5 (with an FC1 variant since dropped); 2 for the first
+// output tile and 4 for the second against 4 for both (three runs): slower in every cell (nemotron
+// one token 24.2-24.5 against 23.8-24.1, qwen3 15.2-15.3 against 15.1-15.2). The CTAs with a second
+// output tile stream it with most SMs idle, where a deeper ring helps most.
 inline constexpr int kWideFc2Depth = 4;
 inline constexpr int kWideStagingPieces = decode_staging_pieces(kWideDepth) > decode_staging_pieces(kWideFc2Depth, 1)
                                               ? decode_staging_pieces(kWideDepth)
