@@ -1034,13 +1034,14 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       signal_count(done_ctr(q_done, R.exp_of_slot[slot]), lane);
     }
 
-  // ---- FC1: CTA b takes the tasks [n1 * b / G, n1 * (b + 1) / G), nt of them, and their N1 = nt x
-  // chunks1 chunks (task-major) evenly over its warps: warp w takes [N1 w / W, N1 (w + 1) / W). A task
-  // in one warp's range gets its epilogue there; a task split between consecutive warps gets it from
-  // the warp that begins it (its owner), which adds the others' partial sums in warp (= K) order. ----
-  // (The assignment without integer division: on an H200, profiling build, one token of
-  // qwen3-30b-a3b, the divisions' chain had kept the FC1 passes from beginning until 1.1 us after
-  // the prologue; now 0.6 us.)
+  // ---- FC1: CTA b takes the tasks [n1 * b / G, n1 * (b + 1) / G); with fewer tasks than warps,
+  // each task's K is split into s1 ranges over the CTA's warps, summed in range order ----
+  // (without integer division: on an H200, profiling build, one token of qwen3-30b-a3b, the
+  // divisions' chain had kept the FC1 passes from beginning until 1.1 us after the prologue; now
+  // 0.6 us. In-graph, one lease, two runs each: qwen3-30b-a3b 15.8-15.9 -> 15.0-15.1 us at one
+  // token, 21.4 -> 20.6-20.7 at two, gpt-oss-120b 30.4-30.6 -> 29.5-29.6 at one. Splitting the CTA's
+  // chunks evenly over its warps instead, a task across warps wherever the split falls, was slower
+  // at one and two tokens of qwen3-30b-a3b: README, session 23.)
   const unsigned n1 = static_cast<unsigned>(ntile * p.n1_tasks);
   const int t0 = static_cast<int>(magic_div(n1 * blockIdx.x, p.wide_grid_magic));
   const int nt = static_cast<int>(magic_div(n1 * (blockIdx.x + 1), p.wide_grid_magic)) - t0;
@@ -1113,7 +1114,8 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   // (token tile-major; at most two token tiles, its first and last ranges' results in items 2w and
   // 2w + 1). Then out = bf16(sum over j in order of w[t, j] * z[slot(t, j)]), a pair's z the sum of
   // its token tile's items in K order. The items are the same for every output tile. ----
-  // (Measured on an H200, one lease, three runs each, against s2 ranges always and rings of 2 chunks:
+  // (Measured on an H200, one lease, three runs each, against s2 ranges always, rings of 2 chunks and
+  // a wait at every pass:
   // nemotron at one token 24.5-24.7 -> 23.8-24.1 us, at two 38.0 -> 36.1; gpt-oss-120b 29.6-29.9 ->
   // 28.8-29.3 and 45.6 -> 43.8-44.0; qwen3-30b-a3b 15.0 -> 15.1-15.2 and 20.6-20.7 -> 20.9-21.0.)
   const int C2 = p.chunks2, N2 = ntile * C2;
