@@ -81,7 +81,7 @@ inline size_t decode_smem_bytes(int P, int E) {
 // for batches of at most kWideMaxPairs routed pairs.
 inline constexpr int kWideWarps = 16;
 inline constexpr int kWideMaxPairs = 64;
-// Chunks in flight per warp of the wide kernel: 2, so that its shared memory (about 150 KB: a
+// Chunks in flight per warp of the wide kernel's Q and FC1: 2, so that its shared memory (about 150 KB: a
 // 164 KB carve-out) leaves the SM's L1 about 90 KB, which the weights' cp.async.ca copies pass
 // through. With 4 (about 215 KB, L1 about 28 KB) a warp's first copies stall at issue until earlier
 // ones have landed. Measured on an H200 (profiling build, one token of qwen3-30b-a3b, in-graph):
@@ -107,9 +107,10 @@ inline constexpr int kWideStagingPieces = decode_staging_pieces(kWideDepth) > de
 // The largest batch the decode backend gives the wide kernel by default (see setup_wide in
 // decode.cu for the rule and what it was measured against).
 inline constexpr int64_t kDecodeWideTokens = 2;
-// 512-byte items of partial results a CTA holds at once: FC2's (two per warp, or one per token tile
-// when they are kWideWarps or more), the FC1 partial sums (one per warp, of two tiles: two items)
-// after the first kWideSpreadItems of them (the space FC2 reaches only with more token tiles).
+// 512-byte items of partial results a CTA holds at once: FC2's (one per warp with K ranges per token
+// tile, two per warp with an even split, one per token tile with kWideWarps or more of them), the FC1
+// partial sums (one per warp, of two tiles: two items) after the first kWideSpreadItems of them (the
+// space FC2 reaches only with more token tiles).
 inline constexpr int kWideSpreadItems = 2 * kWideWarps;
 inline constexpr int kWideZItems = kWideMaxPairs > kWideSpreadItems + 2 * kWideWarps ? kWideMaxPairs
                                                                                      : kWideSpreadItems + 2 * kWideWarps;

@@ -1103,7 +1103,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   }
 
   // FC2's results reach the partial sums' items only with more than kWideSpreadItems token tiles
-  if (ntile > kWideSpreadItems) __syncthreads();
+  if (s1 > 1 && ntile > kWideSpreadItems) __syncthreads();  // (uniform over the CTA)
 
   FP4MOE_TRACE(wstamp(4, trace_now());)
   // ---- FC2 and the combine: CTA b owns the 16-row output tiles b, b + G, ...; for each, every
@@ -1157,9 +1157,10 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   // lanes polling at once with acquire loads, the warp barrier then ordering every lane's reads
   // after them. (A wait at a later pass, while the CTA's other warps stream, would cost them an L1
   // invalidation each time. Acquire polls rather than relaxed ones and an acquire: a round trip less
-  // once the count is there, and no other warp of the SM reads through L1 meanwhile - measured in
-  // session 20 on an H200, one lease, three runs each, with the FC2-scale load moved out of the
-  // prologue: qwen3-30b-a3b 16.7 -> 16.5-16.6 us at one token, gpt-oss-120b 30.4-30.6 -> 30.2-30.3.)
+  // once the count is there - measured in session 21 with a wait at every pass, when the CTA's other
+  // warps were mostly waiting too, on an H200, one lease, three runs each, with the FC2-scale load
+  // moved out of the prologue: qwen3-30b-a3b 16.7 -> 16.5-16.6 us at one token, gpt-oss-120b
+  // 30.4-30.6 -> 30.2-30.3.)
   bool waited = false;
   auto wait_fc2_deps = [&] {
     if (waited) return;
@@ -1186,8 +1187,8 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     __syncwarp();
   };
   for (int ot = static_cast<int>(blockIdx.x); ot < p.H / 16; ot += G) {
-    if (spread && a2 == b2) zpart[warp * 2 * 32 + lane] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);  // adds nothing
-    // the warp's items, one call of the pass (one copy of its code)
+    // the warp's items, one call of the pass (one copy of its code; an even split has N2 >= W
+    // chunks - with fewer, s2 = chunks2 leaves one chunk a warp -, so no warp's range is empty)
     for (int c = a2, j = spread ? static_cast<int>(magic_div(a2, p.wide_c2_magic)) : 0, it = warp;
          spread ? c < b2 : it < ntile * s2;) {
       int tt, c0, nch, item;
