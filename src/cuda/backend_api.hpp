@@ -2,6 +2,7 @@
 // here (streams are passed as void*), so the selection layer and the public APIs compile
 // without nvcc. Implementations live in src/cuda/*.cu.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -101,9 +102,7 @@ inline constexpr int kWideDepth = 2;
 // one token 24.2-24.5 against 23.8-24.1, qwen3 15.2-15.3 against 15.1-15.2). The CTAs with a second
 // output tile stream it with most SMs idle, where a deeper ring helps most.
 inline constexpr int kWideFc2Depth = 4;
-inline constexpr int kWideStagingPieces = decode_staging_pieces(kWideDepth) > decode_staging_pieces(kWideFc2Depth, 1)
-                                              ? decode_staging_pieces(kWideDepth)
-                                              : decode_staging_pieces(kWideFc2Depth, 1);
+inline constexpr int kWideStagingPieces = std::max(decode_staging_pieces(kWideDepth), decode_staging_pieces(kWideFc2Depth, 1));
 // The largest batch the decode backend gives the wide kernel by default (see setup_wide in
 // decode.cu for the rule and what it was measured against).
 inline constexpr int64_t kDecodeWideTokens = 2;
@@ -112,8 +111,7 @@ inline constexpr int64_t kDecodeWideTokens = 2;
 // partial sums (one per warp, of two tiles: two items) after the first kWideSpreadItems of them (the
 // space FC2 reaches only with more token tiles).
 inline constexpr int kWideSpreadItems = 2 * kWideWarps;
-inline constexpr int kWideZItems = kWideMaxPairs > kWideSpreadItems + 2 * kWideWarps ? kWideMaxPairs
-                                                                                     : kWideSpreadItems + 2 * kWideWarps;
+inline constexpr int kWideZItems = std::max(kWideMaxPairs, kWideSpreadItems + 2 * kWideWarps);
 // Its dynamic shared memory: staging per warp, the partial results, the routing tables.
 inline size_t decode_wide_smem_bytes(int P, int E) {
   return static_cast<size_t>(kWideWarps) * kWideStagingPieces * 512 + static_cast<size_t>(kWideZItems) * 512 +
