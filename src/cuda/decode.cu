@@ -177,7 +177,7 @@ class DecodeKernel final : public MoeKernel {
     p.wide_grid_magic = wide_magic_[0];
     p.wide_n1_magic = wide_magic_[1];
     p.wide_c2_magic = wide_magic_[2];
-    for (int i = 0; i <= kWideWarps; ++i) p.wide_fc1_split[i] = wide_fc1_split_[i];
+    for (int i = 0; i <= kWideWarps; ++i) p.wide_fc1_split[i] = wide_fc1_split_[i], p.wide_fc2_split[i] = wide_fc2_split_[i];
     p.split_ctr = split_ctr_;
     if (T <= wide_max_tokens_) launch_wide(p, static_cast<cudaStream_t>(stream));
     else launch(p, ls, static_cast<cudaStream_t>(stream));
@@ -259,18 +259,29 @@ class DecodeKernel final : public MoeKernel {
     const uint64_t c2 = static_cast<uint64_t>(dims_.chunks2);
     const uint64_t n1 = static_cast<uint64_t>(T * k) * n1_tasks, lim = uint64_t{1} << 32;
     if (n1 * grid * grid >= lim || n1 * n1_tasks >= lim || static_cast<uint64_t>(kWideWarps) * c2 * c2 >= lim ||
-        dims_.chunks1 > 4095)
+        dims_.chunks1 > 4095 || dims_.chunks2 > 4095)
       return;
     auto magic = [](uint64_t d) { return d <= 1 ? 0u : static_cast<unsigned>(((uint64_t{1} << 32) + d - 1) / d); };
     wide_magic_[0] = magic(grid);
     wide_magic_[1] = magic(n1_tasks);
     wide_magic_[2] = magic(c2);
-    const int chunks1 = static_cast<int>(dims_.chunks1);
-    for (int nt = 0; nt <= kWideWarps; ++nt) {  // the split of a CTA's nt FC1 tasks (as the kernel had computed it)
-      int s1 = nt > 0 && nt < kWideWarps ? std::min(kWideWarps / nt, chunks1) : 1;
-      const int cps1 = (chunks1 + s1 - 1) / s1;
-      s1 = (chunks1 + cps1 - 1) / cps1;
-      wide_fc1_split_[nt] = static_cast<unsigned>(s1) | static_cast<unsigned>(cps1) << 5 | static_cast<unsigned>((256 + s1 - 1) / s1) << 17;
+    // n items (a CTA's FC1 tasks, or FC2's token tiles) of `chunks` chunks each over the warps: with
+    // fewer items than warps, each item's chunks in s ranges of cps (as the kernel had computed them)
+    auto split = [](int n, int chunks) {
+      int s = n > 0 && n < kWideWarps ? std::min(kWideWarps / n, chunks) : 1;
+      const int cps = (chunks + s - 1) / s;
+      s = (chunks + cps - 1) / cps;
+      return std::pair<int, int>{s, cps};
+    };
+    const int chunks1 = static_cast<int>(dims_.chunks1), chunks2 = static_cast<int>(dims_.chunks2);
+    for (int n = 0; n <= kWideWarps; ++n) {
+      const auto [s1, cps1] = split(n, chunks1);
+      wide_fc1_split_[n] = static_cast<unsigned>(s1) | static_cast<unsigned>(cps1) << 5 | static_cast<unsigned>((256 + s1 - 1) / s1) << 17;
+      // FC2: all the token tiles' chunks split evenly over the warps instead where that leaves the
+      // longest warp fewer chunks
+      const auto [s2, cps2] = split(n, chunks2);
+      const bool spread = n < kWideWarps && (n * chunks2 + kWideWarps - 1) / kWideWarps < cps2;
+      wide_fc2_split_[n] = static_cast<unsigned>(s2) | static_cast<unsigned>(cps2) << 5 | static_cast<unsigned>(spread) << 17;
     }
     wide_max_tokens_ = T;
     wide_smem_ = smem;
@@ -343,7 +354,7 @@ class DecodeKernel final : public MoeKernel {
   std::vector<DecodeLaunchShape> shape_;  // [tokens - 1]
   int max_grid_ = 0, sms_ = 0, sm_ids_ = 0;
   unsigned wide_magic_[3] = {};  // DecodeParams::wide_grid_magic, wide_n1_magic, wide_c2_magic
-  unsigned wide_fc1_split_[kWideWarps + 1] = {};
+  unsigned wide_fc1_split_[kWideWarps + 1] = {}, wide_fc2_split_[kWideWarps + 1] = {};
   int64_t wide_max_tokens_ = 0;  // batches of up to this many tokens run the wide kernel
   size_t wide_smem_ = 0;
 };

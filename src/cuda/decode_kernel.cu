@@ -1119,10 +1119,9 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   // nemotron at one token 24.5-24.7 -> 23.8-24.1 us, at two 38.0 -> 36.1; gpt-oss-120b 29.6-29.9 ->
   // 28.8-29.3 and 45.6 -> 43.8-44.0; qwen3-30b-a3b 15.0 -> 15.1-15.2 and 20.6-20.7 -> 20.9-21.0.)
   const int C2 = p.chunks2, N2 = ntile * C2;
-  int s2 = ntile > 0 && ntile < kWideWarps ? min(kWideWarps / ntile, C2) : 1;
-  const int cps2 = (C2 + s2 - 1) / s2;
-  s2 = (C2 + cps2 - 1) / cps2;
-  const bool spread = ntile < kWideWarps && (N2 + kWideWarps - 1) / kWideWarps < cps2;
+  const unsigned split2 = p.wide_fc2_split[min(ntile, kWideWarps)];  // (the FC1 split's rule, set by setup_wide)
+  const int s2 = static_cast<int>(split2 & 31u), cps2 = static_cast<int>((split2 >> 5) & 4095u);
+  const bool spread = (split2 >> 17) & 1u;
   const int a2 = spread ? N2 * warp / kWideWarps : 0, b2 = spread ? N2 * (warp + 1) / kWideWarps : 0;
   float my_g2 = 0.0f;  // stored after the FC2 items below (its load's round trip behind them)
   if (static_cast<int>(threadIdx.x) < P) {  // (read after the first barrier below)

@@ -73,9 +73,11 @@ struct DecodeParams {
   // The wide kernel's work assignment without integer division (set by setup_wide in decode.cu): x / d
   // as __umulhi(x, ceil(2^32 / d)) for d = its grid, n1_tasks and chunks2 (0 for d = 1: x itself;
   // exact while x * d < 2^32, which setup_wide checks), and for a CTA of nt FC1 tasks (index min(nt,
-  // kWideWarps)) its K ranges s1, chunks per range cps1 and ceil(256 / s1): s1 | cps1 << 5 | m << 17.
+  // kWideWarps)) its K ranges s1, chunks per range cps1 and ceil(256 / s1): s1 | cps1 << 5 | m << 17;
+  // for nt token tiles (index min(nt, kWideWarps)) FC2's K ranges s2, chunks per range cps2 and
+  // whether the chunks are split evenly instead: s2 | cps2 << 5 | spread << 17.
   unsigned wide_grid_magic, wide_n1_magic, wide_c2_magic;
-  unsigned wide_fc1_split[kWideWarps + 1];
+  unsigned wide_fc1_split[kWideWarps + 1], wide_fc2_split[kWideWarps + 1];
   int sm_ids;       // %nsmid: every %smid is below it (SM ids need not be contiguous)
   int ctas_per_sm;  // the grid is ctas_per_sm CTAs on each SM, all resident (cooperative launch)
 };
