@@ -1,6 +1,7 @@
 // fp4moe: the fused NVFP4 MoE decode kernel. See decode_kernel.cuh for the design and
 // decode_layout.hpp for the prepared weight layout it streams.
 #include "cuda/backend_api.hpp"
+#include "cuda/common.cuh"
 #include "cuda/decode_kernel.cuh"
 #include "cuda/decode_layout.hpp"
 #include "cuda/nvfp4_device.cuh"
@@ -684,6 +685,8 @@ __device__ __forceinline__ void finish_launch(const DecodeParams& p, unsigned lo
 
 __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_decode_kernel(DecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
+  pdl_wait();  // a programmatic dependent launch (decode.cu): the previous kernel has completed
+  pdl_launch_dependents();  // (a dependent waits for this grid's completion in its own pdl_wait)
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) {
     g_trace_cta[blockIdx.x][0] = trace_now(), g_trace_cta[blockIdx.x][3] = sm_id();
   })
@@ -992,6 +995,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
 // ---- the wide kernel (decode_kernel.cuh): batches of at most kWideMaxPairs routed pairs ----
 __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
+  pdl_wait();  // a programmatic dependent launch (decode.cu): the previous kernel has completed
+  pdl_launch_dependents();  // (a dependent waits for this grid's completion in its own pdl_wait)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 2;
   const int P = p.T * p.k, E = p.E, G = static_cast<int>(gridDim.x);
   unsigned long long launch = 0;  // the launch word before this CTA's arrival (DecodeParams::counters)

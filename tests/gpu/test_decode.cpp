@@ -364,6 +364,54 @@ TEST(DecodeSmall, GraphReplayWithNewInputsAndEmptyBatch) {
   }
 }
 
+// Layers chained on one stream with no synchronization between them, as in a model: x -> A -> y
+// -> B -> z -> A -> w, each output poisoned first. On sm_90 each launch may begin while the one
+// before it is running (programmatic dependent launch, decode.cu); each must still read its input,
+// and A its workspace, only after the previous launch has completed. Each output is checked
+// against the CPU reference applied to the GPU's own previous output.
+TEST(DecodeSmall, ChainedLayersOnOneStream) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  for (const char* wide : {"0", "64"}) {
+    SCOPED_TRACE(std::string("FP4MOE_DECODE_WIDE=") + wide);
+    WideTokens wt(wide);
+    const MoeSpec s = small(192, 96, 16, 4, Activation::SwiGLU, Mode::W4A16);
+    const uint64_t seed = fresh_seed();
+    NvFp4Layer A = random_nvfp4_layer(s, seed), B = random_nvfp4_layer(s, seed + 1);
+    auto ka = cuda::make_decode_kernel(s, A.view(), cuda::WeightsOn::Host, 8, 0);
+    auto kb = cuda::make_decode_kernel(s, B.view(), cuda::WeightsOn::Host, 8, 0);
+    for (int64_t T : {1, 3, 8}) {
+      const auto x = random_hidden_states(T, s.hidden, seed + 10 + static_cast<uint64_t>(T));
+      const Routing r = random_routing(T, s.experts, s.topk, seed + 20 + static_cast<uint64_t>(T));
+      const size_t n = static_cast<size_t>(T * s.hidden);
+      DeviceBuffer<uint16_t> dx(x), dy(n), dz(n), dw2(n);
+      DeviceBuffer<int32_t> dids(r.ids);
+      DeviceBuffer<float> dwt(r.weights);
+      dy.poison(), dz.poison(), dw2.poison();
+      cudaStream_t st;
+      FP4MOE_TEST_CUDA(cudaStreamCreate(&st));
+      ka->forward(dx.get(), dids.get(), dwt.get(), T, dy.get(), st);
+      kb->forward(dy.get(), dids.get(), dwt.get(), T, dz.get(), st);
+      ka->forward(dz.get(), dids.get(), dwt.get(), T, dw2.get(), st);
+      FP4MOE_TEST_CUDA(cudaGetLastError());
+      FP4MOE_TEST_CUDA(cudaStreamSynchronize(st));
+      FP4MOE_TEST_CUDA(cudaStreamDestroy(st));
+      const std::vector<uint16_t> outs[3] = {dy.download(), dz.download(), dw2.download()};
+      const std::vector<uint16_t>* ins[3] = {&x, &outs[0], &outs[1]};
+      const NvFp4Layer* layers[3] = {&A, &B, &A};
+      for (int i = 0; i < 3; ++i) {
+        auto ref = reference_moe(s, layers[i]->view(), {ins[i]->data(), DType::BF16, {T, s.hidden}},
+                                 {r.ids.data(), DType::I32, {T, s.topk}}, {r.weights.data(), DType::F32, {T, s.topk}});
+        std::vector<double> refd(ref.size());
+        for (size_t j = 0; j < ref.size(); ++j) refd[j] = bf16_to_float(ref[j]);
+        size_t unwritten = 0;
+        for (auto v : outs[i]) unwritten += !std::isfinite(bf16_to_float(v));
+        EXPECT_EQ(unwritten, 0u) << "T=" << T << " launch " << i << ": outputs unwritten or non-finite";
+        EXPECT_LE(compare_bf16(outs[i], refd).rel_l2, kTolW4A16) << "T=" << T << " launch " << i;
+      }
+    }
+  }
+}
+
 // The wide kernel on every batch it can take (up to 64 routed pairs), both modes and activations,
 // odd sizes, a token tile of more than 8 tokens, skewed and duplicate routing; then one object
 // whose batches alternate between the two kernels (they share the counters).
