@@ -213,11 +213,14 @@ __device__ __forceinline__ Staging warp_staging(unsigned char* smem, int warp) {
 // kTiles = 1 streams one 16-row tile of the task (ts then points at that tile's pieces; the wide
 // kernel's FC2). phase (0..7) is the first chunk's place in its scale group when the pass starts
 // inside a group (ts.s then points at that group): its scales are loaded with the first chunk.
-template <int kTiles, int kDepth = kDecodeDepth, typename BeforeB>
+struct NoHook {
+  __device__ void operator()() const {}
+};
+template <int kTiles, int kDepth = kDecodeDepth, typename BeforeB, typename AfterIssue = NoHook>
 __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const Staging& st, int lane,
                                           const __nv_bfloat16* bbase, int brow, int kvalid, float (&acc)[kTiles][4],
                                           BeforeB before_b, unsigned long long& t_ready, int phase = 0,
-                                          bool interleave = false) {
+                                          bool interleave = false, AfterIssue after_issue = {}) {
   constexpr int D = kDepth;
   static_assert(D == 2 || D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
   static_assert(kTiles == 1 || kTiles == 2, "a task has two tiles");
@@ -269,7 +272,8 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
   // first data 0.9 us sooner at one token of qwen3-30b-a3b, in-graph time 0.2-0.6 us less at 1..2
   // tokens of qwen3-30b-a3b and nemotron for both kernels), and by the wide kernel's FC2, whose
   // weights gain nothing from being requested before the wait (measured: 0.1-0.8 us faster at 1..2
-  // tokens; requesting 8 chunks ahead instead of 4 was 0.3-1.6 us slower).
+  // tokens; requesting 8 chunks ahead instead of 4 was 0.3-1.6 us slower). after_issue() runs once
+  // the first D groups are issued (the wide kernel's routing barrier, in its first FC1 pass).
   if (interleave) {
     before_b();
 #pragma unroll
@@ -291,6 +295,7 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
       cp_async_commit();
     }
   }
+  after_issue();
   FP4MOE_TRACE(if (lane == 0 && blockDim.x == kWideWarps * 32 && blockIdx.x < kTraceCtas)
                  g_trace_wide[blockIdx.x][threadIdx.x >> 5][kTiles == 2 ? 14 : 15] = trace_now();)
   // One chunk per iteration, its ring slot and scale bytes indexed at run time, unrolled by 4.
@@ -993,6 +998,146 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
 }
 
 // ---- the wide kernel (decode_kernel.cuh): batches of at most kWideMaxPairs routed pairs ----
+
+// The wide kernel's routing, computed by every warp in registers from the ids alone (pairs lane
+// and lane + 32): no shared-memory atomics, block scan or CTA barrier before a warp knows its
+// first FC1 task, so it requests that task's first chunks before any table exists (the tables
+// that later phases read are written by warp 0 meanwhile, behind one barrier). The token tiles
+// are in the order of each expert's first pair, not of ascending expert ids (any order the ids
+// alone fix is deterministic, and nothing sums across experts in tile order), an expert's pairs
+// in pair order: a pair's slot is its expert's offset plus the expert's pairs before it.
+struct WideRoute {
+  int v[2];                  // the pairs' ids (-1 - pair index where absent or invalid: never equal)
+  unsigned long long m[2];   // the pairs of each one's expert (bit i: pair i)
+  unsigned excl[2];          // at an expert's first pair: its slot offset (bits 0..15), first tile (16..)
+  unsigned first[2];         // whether the pair is its expert's first
+  int nvalid, ntile, nbad;
+};
+
+__device__ __forceinline__ WideRoute wide_route(const DecodeParams& p, int P, int lane) {
+  WideRoute w;
+  int bad = 0;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int i = lane + 32 * h;
+    const int id = i < P ? p.ids[i] : -1;
+    const bool ok = i < P && id >= 0 && id < p.E;
+    bad += i < P && !ok;
+    w.v[h] = ok ? id : -1 - i;
+  }
+  const unsigned ma = __match_any_sync(0xffffffffu, w.v[0]), mb = __match_any_sync(0xffffffffu, w.v[1]);
+  unsigned xa = 0, xb = 0;  // the lanes whose second pair has my first pair's id, and the reverse
+  if (P > 32)
+    for (int l = 0; l < 32; ++l) {
+      xa |= static_cast<unsigned>(__shfl_sync(0xffffffffu, w.v[1], l) == w.v[0]) << l;
+      xb |= static_cast<unsigned>(__shfl_sync(0xffffffffu, w.v[0], l) == w.v[1]) << l;
+    }
+  w.m[0] = ma | static_cast<unsigned long long>(xa) << 32;
+  w.m[1] = xb | static_cast<unsigned long long>(mb) << 32;
+  unsigned pk[2], incl[2];  // at a first pair: its expert's pairs (bits 0..15) and token tiles (16..)
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    w.first[h] = w.v[h] >= 0 && __ffsll(static_cast<long long>(w.m[h])) - 1 == lane + 32 * h;
+    const unsigned c = static_cast<unsigned>(__popcll(w.m[h]));
+    pk[h] = w.first[h] ? c | ((c + 7) >> 3) << 16 : 0u;
+    incl[h] = pk[h];
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const unsigned u = __shfl_up_sync(0xffffffffu, incl[h], d);
+      if (lane >= d) incl[h] += u;
+    }
+  }
+  const unsigned tot0 = __shfl_sync(0xffffffffu, incl[0], 31), tot = tot0 + __shfl_sync(0xffffffffu, incl[1], 31);
+  w.excl[0] = incl[0] - pk[0];
+  w.excl[1] = tot0 + incl[1] - pk[1];
+  w.nvalid = static_cast<int>(tot & 0xFFFFu);
+  w.ntile = static_cast<int>(tot >> 16);
+  w.nbad = __reduce_add_sync(0xffffffffu, static_cast<unsigned>(bad));
+  return w;
+}
+
+// Bit n (from 0) of the set bits of m, as a position (m has more than n set bits).
+__device__ __forceinline__ int nth_set_bit(unsigned long long m, int n) {
+  for (int i = 0; i < n; ++i) m &= m - 1;
+  return __ffsll(static_cast<long long>(m)) - 1;
+}
+
+// Where an expert's first pair is (lane and half), its values: from the lane of pair f.
+struct WideExpert {
+  int e;
+  unsigned long long m;
+  unsigned excl;
+};
+__device__ __forceinline__ WideExpert wide_expert_at(const WideRoute& w, int f) {
+  const int src = f & 31;
+  WideExpert x;
+  const int v0 = __shfl_sync(0xffffffffu, w.v[0], src), v1 = __shfl_sync(0xffffffffu, w.v[1], src);
+  const unsigned long long m0 = __shfl_sync(0xffffffffu, w.m[0], src), m1 = __shfl_sync(0xffffffffu, w.m[1], src);
+  const unsigned x0 = __shfl_sync(0xffffffffu, w.excl[0], src), x1 = __shfl_sync(0xffffffffu, w.excl[1], src);
+  x.e = f < 32 ? v0 : v1, x.m = f < 32 ? m0 : m1, x.excl = f < 32 ? x0 : x1;
+  return x;
+}
+
+// An FC1 task (token tile tile, row task wt) from the registers: the task (as tile_task gives it
+// from the tables) and, for this lane's token column r, its x row's token (-1: no such column).
+__device__ __forceinline__ GemmTask wide_fc1_task(const WideRoute& w, int tile, int wt, int r, int k, int& tok) {
+  // the expert: the last first pair (in pair order) whose first tile is at most `tile`
+  const unsigned q0 = __ballot_sync(0xffffffffu, w.first[0] && (w.excl[0] >> 16) <= static_cast<unsigned>(tile));
+  const unsigned q1 = __ballot_sync(0xffffffffu, w.first[1] && (w.excl[1] >> 16) <= static_cast<unsigned>(tile));
+  const int f = q1 ? 63 - __clz(q1) : 31 - __clz(q0);
+  const WideExpert x = wide_expert_at(w, f);
+  const int first = (tile - static_cast<int>(x.excl >> 16)) * 8;  // the tile's first pair of the expert
+  GemmTask t;
+  t.w = wt;
+  t.e = x.e;
+  t.cnt = min(8, __popcll(x.m) - first);
+  t.off = static_cast<int>(x.excl & 0xFFFFu) + first;
+  tok = r < t.cnt ? nth_set_bit(x.m, first + r) / k : -1;
+  return t;
+}
+
+// Warp 0 writes the tables that the later phases read (the Routing fields the fused kernel's
+// prologue fills but the scan's scalars and scratch, in this order of tiles - active is then not
+// ascending -; count and off only for the routed experts), and per pair its token tile and column
+// (ptile: tile | column << 8, -1 for an invalid id).
+__device__ __forceinline__ void wide_route_tables(const DecodeParams& p, const WideRoute& w, const Routing& R, int P,
+                                                  int* ptile, int lane) {
+  const unsigned b0 = __ballot_sync(0xffffffffu, w.first[0]), b1 = __ballot_sync(0xffffffffu, w.first[1]);
+  const unsigned lt = (1u << lane) - 1u;
+  // the expert's offset and first tile, from the lane of its first pair (every lane shuffles)
+  unsigned ex[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int f = w.v[h] >= 0 ? __ffsll(static_cast<long long>(w.m[h])) - 1 : 0;
+    ex[h] = wide_expert_at(w, f).excl;
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int i = lane + 32 * h;
+    if (i >= P) continue;
+    if (w.v[h] < 0) {
+      R.slot_of_pair[i] = -1;
+      ptile[i] = -1;
+      continue;
+    }
+    const int rank = __popcll(w.m[h] & ((1ull << i) - 1ull));
+    const int slot = static_cast<int>(ex[h] & 0xFFFFu) + rank;
+    R.slot_of_pair[i] = static_cast<short>(slot);
+    R.tok_of_slot[slot] = static_cast<short>(i / p.k);
+    R.exp_of_slot[slot] = static_cast<short>(w.v[h]);
+    ptile[i] = (static_cast<int>(ex[h] >> 16) + (rank >> 3)) | (rank & 7) << 8;
+    if (w.first[h]) {
+      const int a = h == 0 ? __popc(b0 & lt) : __popc(b0) + __popc(b1 & lt), e = w.v[h];
+      const int base = static_cast<int>(w.excl[h] >> 16), c = __popcll(w.m[h]);
+      R.active[a] = e;
+      R.base[a] = base;
+      R.count[e] = c;
+      R.off[e] = static_cast<int>(w.excl[h] & 0xFFFFu);
+      for (int j = 0; j < token_tiles(c); ++j) R.tile_act[base + j] = static_cast<short>(a);
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   pdl_wait();  // a programmatic dependent launch (decode.cu): the previous kernel has completed
@@ -1007,7 +1152,8 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   // another (measured: the combine took 4 us at one token of qwen3-30b-a3b that way). The weight
   // is loaded now and stored after the prologue; the scale, which needs the id first, at FC2.
   __shared__ float s_pw[kWideMaxPairs], s_pg2[kWideMaxPairs];
-  __shared__ int s_pz[kWideMaxPairs];  // where a pair's FC2 result is in zpart (-1: an invalid id)
+  // where a pair's FC2 result is in zpart (-1: an invalid id); until FC2, its token tile and column
+  __shared__ int s_pz[kWideMaxPairs];
   float my_w = 0.0f;
   if (static_cast<int>(threadIdx.x) < P) my_w = p.wts[threadIdx.x];
   const Staging st = warp_staging<kWideDepth, 2, kWideStagingPieces>(smem, warp);       // Q and FC1
@@ -1021,14 +1167,31 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   bool first1 = true, first2 = true;
   if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][0] = trace_now();
   if (threadIdx.x == 0 && blockIdx.x == 0) g_trace_meta[4] = -static_cast<int>(gridDim.x);)
-  build_routing(p, R, P, E, lane, warp);
+  // the routing (wide_route), in every warp's registers; its tables by warp 0, read after the
+  // routing barrier: in W4A4 before Q, in W4A16 once a warp has requested its first FC1 chunks
+  // (or has none). (Measured on an H200, one lease, two runs each, against the block-wide
+  // prologue the fused kernel runs, build_routing, both with programmatic dependent launches:
+  // qwen3-30b-a3b 14.9 -> 14.6-14.7 us at one token, 20.1 -> 19.8-19.9 at two; nemotron and
+  // gpt-oss-120b at one token within 0.1 us. Profiling build, qwen3 at one token: a warp's routing
+  // done 1.38 us after the first CTA's start, its first FC1 chunks requested at 2.62 - the block-wide
+  // prologue ended at 1.89, the requests at 2.88.)
+  const WideRoute route = wide_route(p, P, lane);
+  if (warp == 0) {
+    wide_route_tables(p, route, R, P, s_pz, lane);  // (s_pz: then the pairs' tiles)
+    if (blockIdx.x == 0 && lane == 0 && route.nbad) atomicAdd(p.invalid, static_cast<unsigned>(route.nbad));
+  }
   if (threadIdx.x == 0) s_epoch = static_cast<unsigned>(launch >> 32) & 1u;
   if (static_cast<int>(threadIdx.x) < P) s_pw[threadIdx.x] = my_w;
-  __syncthreads();
-  unsigned* const set = counter_set(p, s_epoch);
-  unsigned* const q_done = set;
-  unsigned* const fc1_done = set + E * kDecodeCounterStride;
-  const int nact = R.scalars[0], nvalid = R.scalars[1], ntile = R.scalars[2];
+  bool routed = false;
+  auto routing_barrier = [&] {  // every thread passes it once (a named barrier: at two places)
+    if (!routed) asm volatile("bar.sync 1;" ::: "memory");
+    routed = true;
+  };
+  if (p.w4a4) routing_barrier();
+  // the counters of this launch's set (s_epoch: read after the routing barrier)
+  auto q_done = [&] { return counter_set(p, s_epoch); };
+  auto fc1_done = [&] { return counter_set(p, s_epoch) + E * kDecodeCounterStride; };
+  const int nvalid = route.nvalid, ntile = route.ntile;
   unsigned long long t_ready = 0;  // stamped by task_pass in the profiling build
   FP4MOE_TRACE(wstamp(0, trace_now());)
 
@@ -1036,7 +1199,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   if (p.w4a4)
     for (int slot = warp * G + static_cast<int>(blockIdx.x); slot < nvalid; slot += G * kWideWarps) {
       quantize_slot<kWideStagingPieces>(p, R, slot, st, lane);
-      signal_count(done_ctr(q_done, R.exp_of_slot[slot]), lane);
+      signal_count(done_ctr(q_done(), R.exp_of_slot[slot]), lane);
     }
 
   // ---- FC1: CTA b takes the tasks [n1 * b / G, n1 * (b + 1) / G); with fewer tasks than warps,
@@ -1058,29 +1221,40 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   for (int it = warp; it < nt * s1; it += kWideWarps) {
     const int j = (it * m1) >> 8;  // (with s1 > 1, nt * s1 <= kWideWarps: it < 16)
     const int c0 = (it - j * s1) * cps1, nch = min(cps1, p.chunks1 - c0);
-    const GemmTask gt = gemm_task_magic(t0 + j, p.n1_tasks, p.wide_n1_magic, R);
+    GemmTask gt;
+    int brow0;
+    if (!routed) {  // (W4A16: the first item, from the registers)
+      int tok;
+      const unsigned tile = magic_div(static_cast<unsigned>(t0 + j), p.wide_n1_magic);
+      gt = wide_fc1_task(route, static_cast<int>(tile), t0 + j - static_cast<int>(tile) * p.n1_tasks, r, p.k, tok);
+      brow0 = tok >= 0 ? tok * p.H : -1;
+    } else {
+      gt = gemm_task_magic(t0 + j, p.n1_tasks, p.wide_n1_magic, R);
+      brow0 = fc1_brow(p, R, gt, r);
+    }
     const TaskStream ts = from_chunk(task_stream(p.w1, p.expert1_bytes, gt.e, p.n1_tasks, gt.w, p.chunks1), c0);
-    const int brow0 = fc1_brow(p, R, gt, r), brow = brow0 >= 0 ? brow0 + c0 * 64 : -1;  // from K-value 64 * c0
+    const int brow = brow0 >= 0 ? brow0 + c0 * 64 : -1;  // from K-value 64 * c0
     const int kvalid = fc1_kvalid(p) - c0 * 64;
     // the epilogue's scales, loaded before the pass (after it, their round trip would add to every task's end)
     g1 = p.g1[gt.e], is2 = p.w4a4 ? p.a2[gt.e] : 1.0f;
     float acc[2][4];
     auto wait_q = [&] {
-      if (p.w4a4) wait_count(done_ctr(q_done, gt.e), static_cast<unsigned>(R.count[gt.e]), lane);
+      if (p.w4a4) wait_count(done_ctr(q_done(), gt.e), static_cast<unsigned>(R.count[gt.e]), lane);
     };
     FP4MOE_TRACE(if (first1) wstamp(13, trace_now());)
     if (p.w4a4) task_pass<2, kWideDepth>(ts, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready, c0 & 7);
-    else task_pass<2, kWideDepth>(ts, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, c0 & 7, true);
+    else task_pass<2, kWideDepth>(ts, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, c0 & 7, true, routing_barrier);
     FP4MOE_TRACE(if (first1) wstamp(1, t_ready); first1 = false;)
     FP4MOE_TRACE(wstamp(2, trace_now());)
     if (s1 == 1) {
       fc1_epilogue(p, acc, g1, is2, gt.w, gt.cnt, gt.off, lane, 0);
-      signal_count(done_ctr(fc1_done, gt.e), lane);
+      signal_count(done_ctr(fc1_done(), gt.e), lane);
     } else {
 #pragma unroll
       for (int t = 0; t < 2; ++t) part1[(it * 32 + lane) * 2 + t] = make_float4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
     }
   }
+  routing_barrier();  // (the warps without an FC1 item)
   if (s1 > 1) {  // (uniform over the CTA)
     __syncthreads();
     FP4MOE_TRACE(wstamp(3, trace_now());)
@@ -1102,7 +1276,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       FP4MOE_TRACE(wstamp(12, trace_now());)
       fc1_epilogue(p, acc, g1, is2, gt.w, gt.cnt, gt.off, lane, 0);
       FP4MOE_TRACE(wstamp(10, trace_now());)
-      signal_count(done_ctr(fc1_done, gt.e), lane);
+      signal_count(done_ctr(fc1_done(), gt.e), lane);
       FP4MOE_TRACE(wstamp(11, trace_now());)
     }
   }
@@ -1133,17 +1307,10 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     const int slot = R.slot_of_pair[threadIdx.x];
     int pz = -1;
     if (slot >= 0) {
-      const int e = R.exp_of_slot[slot], rank = slot - R.off[e];
-      my_g2 = p.g2[e];
-      int lo = 0, hi = nact - 1;  // e's place among the active experts (ascending)
-      while (lo < hi) {
-        const int mid = (lo + hi) >> 1;
-        if (R.active[mid] < e) lo = mid + 1;
-        else hi = mid;
-      }
-      // token column rank % 8 of its token tile, in the MMA's accumulator layout; pz: its first item
+      my_g2 = p.g2[R.exp_of_slot[slot]];
+      // token column col of its token tile, in the MMA's accumulator layout; pz: its first item
       // (bits 0..12), where its later items begin (13..25: zstride apart from there), items (26..)
-      const int tile = R.base[lo] + (rank >> 3), col = rank & 7, cofs = (col >> 1) * 4 + (col & 1);
+      const int tile = s_pz[threadIdx.x] & 255, col = s_pz[threadIdx.x] >> 8, cofs = (col >> 1) * 4 + (col & 1);
       if (!spread) {
         pz = (tile * s2 * 128 + cofs) | (tile * s2 * 128 + cofs) << 13 | s2 << 26;
       } else {
@@ -1180,7 +1347,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     }
     if (tt >= 0) {
       const int e = R.active[R.tile_act[tt]];
-      const unsigned* ctr = done_ctr(fc1_done, e);
+      const unsigned* ctr = done_ctr(fc1_done(), e);
       const unsigned target = static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e]));
       unsigned ns = 64;
       while (ld_acquire(ctr) < target) {

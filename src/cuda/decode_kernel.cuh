@@ -124,7 +124,10 @@ const void* fused_decode_kernel_ptr();
 
 // The wide kernel: the same layer for batches of at most kWideMaxPairs routed pairs, one CTA of
 // kWideWarps warps per SM (cooperative launch), the weights, h and the counters as above:
-//   prologue the same routing tables;
+//   prologue every warp computes the routing from the ids in registers (P <= 64: match masks and a
+//       warp scan; token tiles in the order of each expert's first pair), requests its first FC1
+//       chunks, then waits at one CTA barrier for the tables (those above, its tiles in this order)
+//       that warp 0 writes meanwhile;
 //   Q   (W4A4) one warp per slot, as above;
 //   FC1 CTA b takes an equal share of the FC1 tasks, [n1 * b / grid, n1 * (b + 1) / grid); when
 //       they are fewer than its warps, each task's K is split into ranges over the warps, their
