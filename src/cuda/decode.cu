@@ -102,17 +102,6 @@ class DecodeKernel final : public MoeKernel {
     FP4MOE_CHECK_ARG(prop.major >= 8, "device", "compute capability >= 8.0", detail::concat(prop.major, ".", prop.minor));
     FP4MOE_CHECK_ARG(prop.cooperativeLaunch, "device", "cooperative launch support", "none");
     setup(static_cast<int>(P), prop);
-    // Programmatic dependent launches on sm_90 (both kernels begin with pdl_wait(), so nothing they
-    // touch is read or written before the previous kernel in the stream has completed): the launch
-    // overlaps that kernel's end. Measured on an H200 (one lease, two runs each, in-graph, every
-    // launch after another of the layer): 0.4-0.7 us less at 1, 2 and 8 tokens of qwen3-30b-a3b,
-    // nemotron and gpt-oss-120b (qwen3 one token 15.4 -> 14.9 us). FP4MOE_DECODE_PDL=0 turns it off.
-    {
-      cudaFuncAttributes fa{};
-      FP4MOE_CUDA_CHECK(cudaFuncGetAttributes(&fa, fn_));
-      const char* env = std::getenv("FP4MOE_DECODE_PDL");
-      chain_ = prop.major == 9 && fa.binaryVersion >= 90 && !(env && std::strcmp(env, "0") == 0);
-    }
 
     // the launch word, invalid ids, CTA arrivals at launch per SM id, two counter sets
     // (DecodeParams::counters), then one per split FC1 task (fewer than the warps of the grid: see
@@ -210,6 +199,13 @@ class DecodeKernel final : public MoeKernel {
     const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
     cudaFuncAttributes fa{};
     FP4MOE_CUDA_CHECK(cudaFuncGetAttributes(&fa, fn));
+    // Programmatic dependent launches on sm_90 (both kernels begin with pdl_wait(), so nothing they
+    // touch is read or written before the previous kernel in the stream has completed): the launch
+    // overlaps that kernel's end. Measured on an H200 (one lease, two runs each, in-graph, every
+    // launch after another of the layer): 0.4-0.7 us less at 1, 2 and 8 tokens of qwen3-30b-a3b,
+    // nemotron and gpt-oss-120b (qwen3 one token 15.4 -> 14.9 us). FP4MOE_DECODE_PDL=0 turns it off.
+    const char* pdl = std::getenv("FP4MOE_DECODE_PDL");
+    chain_ = prop.major == 9 && fa.binaryVersion >= 90 && !(pdl && std::strcmp(pdl, "0") == 0);
     const size_t smem_limit = prop.sharedMemPerBlockOptin - fa.sharedSizeBytes;  // dynamic, beside the static
     const size_t smem_max = decode_smem_bytes(P, E);
     FP4MOE_CHECK_ARG(smem_max <= smem_limit, "experts/max_tokens",
