@@ -233,7 +233,7 @@ class DecodeKernel final : public MoeKernel {
   // (H <= 16 x SMs), and one token of a layer whose tiles are at most 1.5 x SMs;
   // FP4MOE_DECODE_WIDE=N sets N tokens whatever the shape (0: never - tests and measurements run
   // either kernel on any batch this way). The wide kernel gains in FC1 (each task's K over a CTA's
-  // warps) and loses in FC2 where the tiles outnumber the SMs (the CTAs with two run FC2 twice);
+  // warps) and loses in FC2 where the tiles outnumber the SMs (the CTAs with two stream twice the bytes);
   // a gated FC1 has twice FC2's bytes. Measured on an H200 (session 19, two runs each, against the
   // fused kernel, us): qwen3-30b-a3b 18.7 -> 18.45 at one token, 23.7 -> 22.5 at two, 30.0 -> 36.7
   // at four; nemotron (168 tiles, ReLU^2) 24.6 -> 26.5 and 32.8 -> 37.0, deepseek-v3 (448) 61 -> 76
@@ -242,7 +242,9 @@ class DecodeKernel final : public MoeKernel {
   // 18.5 -> 16.8 and 23.4 -> 21.5, gpt-oss-120b 33.1 -> 30.4-30.7 at one token, nemotron 24.3-24.5
   // -> 24.9-25.0 at one token. Session 23 (FC2's even split and 4-chunk rings, one lease, three runs
   // each): nemotron at one token 24.6-24.8 fused, 23.8-24.1 wide (now its default), at two 32.6-32.7
-  // fused, 36.1 wide; gpt-oss-120b at two 40.6-40.7 fused, 43.8-44.0 wide.
+  // fused, 36.1 wide; gpt-oss-120b at two 40.6-40.7 fused, 43.8-44.0 wide. Session 26 (a CTA's two
+  // tiles in one pass, one lease, two runs each): at two tokens nemotron 31.9-32.2 fused, 32.1-32.2
+  // wide, gpt-oss-120b 39.8-40.1 fused, 40.1-40.4 wide - no gain from moving those batches.
   void setup_wide(const cudaDeviceProp& prop) {
     const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
     const int64_t tiles = spec_.hidden / 16, sms = prop.multiProcessorCount;

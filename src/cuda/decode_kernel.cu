@@ -154,17 +154,21 @@ struct Routing {
 };
 
 // Where one task's pieces are: chunk c's weights at w + c * stride, group g's scales at
-// s + g * stride (stride = the expert's tasks x 1 KB: chunk-major, see decode_layout.hpp).
+// s + g * stride (stride = the expert's tasks x 1 KB: chunk-major, see decode_layout.hpp); a
+// two-tile pass's second tile t1 bytes after the first (512: the task's own second tile; the wide
+// kernel's FC2 also pairs output tiles ot and ot + grid, whose pieces are grid x 512 bytes apart:
+// tile ot's are at ot x 512 within a chunk).
 struct TaskStream {
   const uint8_t* w;
   const uint8_t* s;
   long long stride;
+  int t1;
 };
 __device__ __forceinline__ TaskStream task_stream(const uint8_t* base, long long expert_bytes, int e, int tasks, int w,
                                                   int chunks) {
   const uint8_t* blk = base + static_cast<long long>(e) * expert_bytes;
   const long long stride = static_cast<long long>(tasks) * 1024;
-  return {blk + static_cast<long long>(w) * 1024, blk + chunks * stride + static_cast<long long>(w) * 1024, stride};
+  return {blk + static_cast<long long>(w) * 1024, blk + chunks * stride + static_cast<long long>(w) * 1024, stride, 512};
 }
 // The same task from chunk c0 on: its weights at chunk c0, its scales at c0's group (a pass that
 // starts inside the group is given c0 % 8 as its phase: task_pass).
@@ -241,11 +245,11 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
       if (((phase + c) & 7) == 0 || (phase != 0 && c == 0)) {
         const int gs = ((phase + c) >> 3) & 1;
         cp_async16_weights(&st.s[(gs * kTiles + 0) * 32 + lane], ssrc, pol);
-        if (kTiles == 2) cp_async16_weights(&st.s[(gs * kTiles + 1) * 32 + lane], ssrc + 512, pol);
+        if (kTiles == 2) cp_async16_weights(&st.s[(gs * kTiles + 1) * 32 + lane], ssrc + ts.t1, pol);
         ssrc += ts.stride;
       }
       cp_async16_weights(&st.w[(slot * kTiles + 0) * 32 + lane], wsrc, pol);
-      if (kTiles == 2) cp_async16_weights(&st.w[(slot * kTiles + 1) * 32 + lane], wsrc + 512, pol);
+      if (kTiles == 2) cp_async16_weights(&st.w[(slot * kTiles + 1) * 32 + lane], wsrc + ts.t1, pol);
       wsrc += ts.stride;
     }
   };
@@ -1357,11 +1361,31 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     }
     __syncwarp();
   };
-  for (int ot = static_cast<int>(blockIdx.x); ot < p.H / 16; ot += G) {
+  // A CTA with two output tiles (b and b + G) streams both in one pass of two-tile chunks (FC1's
+  // ring: the same bytes in flight, the ring's work and the activations shared by both tiles, one
+  // wait and one start), where a warp has at most two items: the second tile's results wait in the
+  // warp's staging pieces past that ring (park) for its combine. (Measured on an H200, one lease, two
+  // runs each, against one pass per tile: nemotron at one token 23.3-23.5 -> 21.1-21.5 us, gpt-oss-120b
+  // 28.8 -> 27.0-27.1; qwen3-30b-a3b, 128 tiles, 14.6-14.7 -> 14.7-14.8 and 19.8 -> 20.0 at two tokens
+  // - the kernel's registers went from 114 to 128. The second tile had cost 5.5 us at one token of
+  // nemotron and gpt-oss-120b - a build that skipped it, wrong on purpose, took 18.0 and 23.5 us -
+  // and not for its DRAM latency: L2 prefetches of its chunks during the hand-off changed nothing.
+  // Splitting the left-over tiles' chunks over every CTA instead, their partial results added across
+  // CTAs through global memory, was slower: 26.0 and 31.5 us.)
+  const int T2 = p.H / 16;
+  const bool two = static_cast<int>(blockIdx.x) + G < T2 && static_cast<int>(blockIdx.x) + 2 * G >= T2 &&
+                   (spread || ntile * s2 <= 2 * kWideWarps);
+  auto park = [&](int item) {  // item's 512 bytes for the second tile, in its warp's staging (in floats)
+    const int w = spread ? item >> 1 : item & (kWideWarps - 1), sub = spread ? item & 1 : item / kWideWarps;
+    return (w * kWideStagingPieces + decode_staging_pieces(kWideDepth) + sub) * 128;
+  };
+  static_assert(decode_staging_pieces(kWideDepth) + 2 <= kWideStagingPieces, "two parked items a warp");
+  for (int ot = static_cast<int>(blockIdx.x); ot < T2; ot += G) {
+    const bool parked = two && ot != static_cast<int>(blockIdx.x);  // (its results are in the park)
     // the warp's items, one call of the pass (one copy of its code; an even split has N2 >= W
     // chunks - with fewer, s2 = chunks2 leaves one chunk a warp -, so no warp's range is empty)
     for (int c = a2, j = spread ? static_cast<int>(magic_div(a2, p.wide_c2_magic)) : 0, it = warp;
-         spread ? c < b2 : it < ntile * s2;) {
+         !parked && (spread ? c < b2 : it < ntile * s2);) {
       int tt, c0, nch, item;
       if (spread) {
         const int jc = j * C2, c1 = min(b2 - jc, C2);
@@ -1375,10 +1399,18 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       TaskStream ts = from_chunk(task_stream(p.w2, p.expert2_bytes, gt.e, p.n2_tasks, ot >> 1, C2), c0);
       ts.w += (ot & 1) * 512, ts.s += (ot & 1) * 512;  // tile ot & 1 of the task
       const int brow = r < gt.cnt ? (gt.off + r) * p.Ik + c0 * 64 : -1;  // token column r's K-value 64 * c0 in h
-      float acc[1][4];
       FP4MOE_TRACE(if (first2) wstamp(16, trace_now());)
-      task_pass<1, kWideFc2Depth>(ts, nch, st2, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, true);
-      zpart[item * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
+      if (two) {
+        float acc[2][4];
+        ts.t1 = G * 512;
+        task_pass<2, kWideDepth>(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, true);
+        zpart[item * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
+        reinterpret_cast<float4*>(smem)[park(item) / 4 + lane] = make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]);
+      } else {
+        float acc[1][4];
+        task_pass<1, kWideFc2Depth>(ts, nch, st2, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, true);
+        zpart[item * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
+      }
       FP4MOE_TRACE(if (first2) wstamp(5, t_ready); first2 = false;)
     }
     if (static_cast<int>(threadIdx.x) < P) s_pg2[threadIdx.x] = my_g2;
@@ -1388,15 +1420,19 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     // every pair's weighted result on the 16 rows at once, then each output adds its pairs in
     // order (measured on an H200: one thread per output doing both, one pair after another, took
     // 0.6 us more at one token of qwen3-30b-a3b). The products go to the (drained) staging.
+    // (prod: the first P x 16 floats of warp 0's staging, before its park)
     float* const prod = reinterpret_cast<float*>(smem);  // [pair][16 rows]
+    static_assert(kWideMaxPairs * 16 * 4 <= decode_staging_pieces(kWideDepth) * 512, "the products before the park");
+    const float* const zb = parked ? reinterpret_cast<const float*>(smem) : reinterpret_cast<const float*>(zpart);
+    auto zloc = [&](int off) { return parked ? park(off >> 7) + (off & 127) : off; };  // (an item's float)
     for (int i = threadIdx.x; i < P * 16; i += blockDim.x) {
       const int pi = i >> 4, rr = i & 15;
-      const float* zr = reinterpret_cast<const float*>(zpart) + (rr & 7) * 16 + (rr >> 3) * 2;  // tile row rr
+      const float* zr = zb + (rr & 7) * 16 + (rr >> 3) * 2;  // tile row rr
       const int pz = s_pz[pi];
       if (pz < 0) continue;
       const int n = pz >> 26, rest = (pz >> 13) & 8191;
-      float zs = zr[pz & 8191];
-      for (int s = 1; s < n; ++s) zs = __fadd_rn(zs, zr[rest + s * zstride]);
+      float zs = zr[zloc(pz & 8191)];
+      for (int s = 1; s < n; ++s) zs = __fadd_rn(zs, zr[zloc(rest + s * zstride)]);
       prod[i] = __fmul_rn(s_pw[pi], __fmul_rn(zs, s_pg2[pi]));
     }
     __syncthreads();

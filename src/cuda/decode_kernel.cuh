@@ -135,8 +135,9 @@ const void* fused_decode_kernel_ptr();
 //   FC2 + combine: CTA b owns the 16-row output tiles b, b + grid, ...: for each, every token tile
 //       of every active expert over the warps (fewer token tiles than warps: K ranges of each, or
 //       all their chunks split evenly where that shortens the longest warp), the partial results in
-//       shared memory, and the combine of those 16 rows of every token, j in order -> out. No z
-//       round trip, one hand-off (FC1 -> FC2, per expert) instead of two.
+//       shared memory, and the combine of those 16 rows of every token, j in order -> out (a CTA
+//       with exactly two tiles streams both in one pass of two-tile chunks where its warps have at
+//       most two items each). No z round trip, one hand-off (FC1 -> FC2, per expert) instead of two.
 // The split points depend only on the batch and the grid: bitwise reproducible on one GPU. Its
 // warps stream through rings of kWideDepth chunks in FC1 and kWideFc2Depth in FC2 (backend_api.hpp
 // says why).

@@ -432,6 +432,30 @@ TEST(DecodeSmall, WideKernel) {
     check_shape(small(320, 1408, 40, 8, Activation::SwiGLU, mode), {1, 3, 2, 8, 1}, "wide-and-fused");
 }
 
+// The wide kernel where output tiles outnumber the SMs (G): CTAs with two tiles (b and b + G), which
+// stream both in one pass of two-tile chunks, the second tile's results parked in the warps'
+// staging, beside CTAs with one: few chunks a warp; three tiles on some CTAs (they stream one tile
+// after another) and two on the others in one launch; and so many token tiles that a warp has more
+// than two items (then one tile after another), or few.
+TEST(DecodeSmall, WideKernelTwoOutputTilesPerCta) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  int dev = 0;
+  FP4MOE_TEST_CUDA(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  FP4MOE_TEST_CUDA(cudaGetDeviceProperties(&prop, dev));
+  const int64_t G = prop.multiProcessorCount;
+  WideTokens wt("64");
+  for (auto act : {Activation::SwiGLU, Activation::ReLU2})
+    for (auto mode : {Mode::W4A16, Mode::W4A4})
+      check_shape(small(16 * (G + 5), 80, 12, 3, act, mode), {1, 2, 3, 16}, std::string("wide-two-tiles-") + to_string(act));
+  for (auto mode : {Mode::W4A16, Mode::W4A4})
+    check_shape(small(16 * (2 * G + 7), 320, 16, 4, Activation::SwiGLU, mode), {1, 5, 16}, "wide-three-tiles");
+  // 64 token tiles (a warp's items: 4) and 8 (one expert, duplicates)
+  check_forced_routings(16 * (2 * G - 1), 48, 64, 8, 8,
+                        {{"wide-two-tiles-many-items", [](int64_t t, int j) { return static_cast<int32_t>(t * 8 + j); }},
+                         {"wide-two-tiles-one-expert", [](int64_t, int) { return 5; }}});
+}
+
 // What the speed of small batches rests on, checked on the GPU itself: the kernel keeps no
 // local memory (no spills, no stack), and on sm_90 an SM holds 5 of its CTAs at one token of
 // qwen3-30b-a3b - the grid that one- and two-round batches are tuned for (README, sessions 12
