@@ -99,8 +99,8 @@ inline constexpr int kWideDepth = 2;
 // 36.6, gpt-oss-120b 29.7 against 29.1-29.2 and 42.9-43.0 against 41.6-41.8, qwen3-30b-a3b 15.8
 // against 15.7 and 21.8-21.9 against 21.4-21.5 (with an FC1 variant since dropped); 2 for the first
 // output tile and 4 for the second against 4 for both (three runs): slower in every cell (nemotron
-// one token 24.2-24.5 against 23.8-24.1, qwen3 15.2-15.3 against 15.1-15.2). The CTAs with a second
-// output tile stream it with most SMs idle, where a deeper ring helps most.
+// one token 24.2-24.5 against 23.8-24.1, qwen3 15.2-15.3 against 15.1-15.2). (A CTA with exactly two
+// output tiles streams both at once through FC1's ring of two-tile chunks since: decode_kernel.cu.)
 inline constexpr int kWideFc2Depth = 4;
 inline constexpr int kWideStagingPieces = std::max(decode_staging_pieces(kWideDepth), decode_staging_pieces(kWideFc2Depth, 1));
 // The largest batch the decode backend gives the wide kernel by default (see setup_wide in
