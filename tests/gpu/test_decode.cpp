@@ -141,6 +141,15 @@ struct WideTokens {
   WideTokens& operator=(const WideTokens&) = delete;
 };
 
+// The properties of the current device.
+cudaDeviceProp current_device() {
+  int dev = 0;
+  FP4MOE_TEST_CUDA(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  FP4MOE_TEST_CUDA(cudaGetDeviceProperties(&prop, dev));
+  return prop;
+}
+
 MoeSpec small(int64_t H, int64_t I, int64_t E, int64_t k, Activation a, Mode m) {
   MoeSpec s;
   s.hidden = H;
@@ -439,10 +448,7 @@ TEST(DecodeSmall, WideKernel) {
 // than two items (then one tile after another), or few.
 TEST(DecodeSmall, WideKernelTwoOutputTilesPerCta) {
   FP4MOE_SKIP_WITHOUT_GPU();
-  int dev = 0;
-  FP4MOE_TEST_CUDA(cudaGetDevice(&dev));
-  cudaDeviceProp prop{};
-  FP4MOE_TEST_CUDA(cudaGetDeviceProperties(&prop, dev));
+  const cudaDeviceProp prop = current_device();
   const int64_t G = prop.multiProcessorCount;
   WideTokens wt("64");
   for (auto act : {Activation::SwiGLU, Activation::ReLU2})
@@ -464,10 +470,7 @@ TEST(DecodeSmall, WideKernelTwoOutputTilesPerCta) {
 // per SM silently; only the benchmark would show it.
 TEST(DecodeKernelResources, NoLocalMemoryAndFiveCtasPerSmAtOneToken) {
   FP4MOE_SKIP_WITHOUT_GPU();
-  int dev = 0;
-  FP4MOE_TEST_CUDA(cudaGetDevice(&dev));
-  cudaDeviceProp prop{};
-  FP4MOE_TEST_CUDA(cudaGetDeviceProperties(&prop, dev));
+  const cudaDeviceProp prop = current_device();
   cudaFuncAttributes fa{};
   FP4MOE_TEST_CUDA(cudaFuncGetAttributes(&fa, cuda::fused_decode_kernel_ptr()));
   const MoeSpec spec = find_preset("qwen3-30b-a3b").spec(Mode::W4A16);
@@ -493,10 +496,7 @@ TEST(DecodeKernelResources, NoLocalMemoryAndFiveCtasPerSmAtOneToken) {
 // 512 experts) on sm_90.
 TEST(DecodeKernelResources, WideKernelNoLocalMemoryAndOneCtaPerSm) {
   FP4MOE_SKIP_WITHOUT_GPU();
-  int dev = 0;
-  FP4MOE_TEST_CUDA(cudaGetDevice(&dev));
-  cudaDeviceProp prop{};
-  FP4MOE_TEST_CUDA(cudaGetDeviceProperties(&prop, dev));
+  const cudaDeviceProp prop = current_device();
   const void* fn = cuda::wide_decode_kernel_ptr();
   cudaFuncAttributes fa{};
   FP4MOE_TEST_CUDA(cudaFuncGetAttributes(&fa, fn));
