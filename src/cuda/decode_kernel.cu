@@ -101,16 +101,19 @@ __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
   return v;
 }
 // Waits until every lane's *ctr >= target (lanes with ctr == nullptr do not wait): the lanes
-// poll in parallel with relaxed loads and a growing back-off, each acquires its counter, and
-// the warp barrier then orders the data reads of every lane after all of them.
+// poll in parallel with a growing back-off from kFirstSleep ns, each acquires its counter, and the
+// warp barrier then orders the data reads of every lane after all of them. The polls are relaxed
+// loads then one acquire, or - kAcquirePoll, where no other warp of the SM reads through L1
+// meanwhile (the wide kernel's FC2) - acquire loads: a round trip less once the count is there.
+template <bool kAcquirePoll = false, unsigned kFirstSleep = 32>
 __device__ __forceinline__ void wait_counts(const unsigned* ctr, unsigned target) {
   if (ctr != nullptr) {
-    unsigned ns = 32;
-    while (ld_relaxed(ctr) < target) {
+    unsigned ns = kFirstSleep;
+    while ((kAcquirePoll ? ld_acquire(ctr) : ld_relaxed(ctr)) < target) {
       __nanosleep(ns);
       ns = ns < 256 ? ns * 2 : ns;
     }
-    (void)ld_acquire(ctr);
+    if (!kAcquirePoll) (void)ld_acquire(ctr);
   }
   __syncwarp();
 }
@@ -1349,17 +1352,9 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       const int it = warp + kWideWarps * lane;
       tt = lane < 4 && it < ntile * s2 ? it / s2 : -1;
     }
-    if (tt >= 0) {
-      const int e = R.active[R.tile_act[tt]];
-      const unsigned* ctr = done_ctr(fc1_done(), e);
-      const unsigned target = static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e]));
-      unsigned ns = 64;
-      while (ld_acquire(ctr) < target) {
-        __nanosleep(ns);
-        ns = ns < 256 ? ns * 2 : ns;
-      }
-    }
-    __syncwarp();
+    const int e = tt >= 0 ? R.active[R.tile_act[tt]] : 0;
+    wait_counts<true, 64>(tt >= 0 ? done_ctr(fc1_done(), e) : nullptr,
+                          tt >= 0 ? static_cast<unsigned>(p.n1_tasks * token_tiles(R.count[e])) : 0u);
   };
   // A CTA with two output tiles (b and b + G) streams both in one pass of two-tile chunks (FC1's
   // ring: the same bytes in flight, the ring's work and the activations shared by both tiles, one
