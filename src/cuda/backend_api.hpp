@@ -51,7 +51,11 @@ inline constexpr int kDecodeWarps = 4;  // warps per CTA
 inline constexpr int kDecodeDepth = 4;
 // 512-byte staging pieces per warp for a ring of `depth` chunks of `tiles` 16-row tiles: weights
 // depth x tiles, scales 2 groups x tiles, activations depth x 2 halves.
-constexpr int decode_staging_pieces(int depth, int tiles = 2) { return depth * tiles + 2 * tiles + depth * 2; }
+// (blanes: the lanes whose activation slices are staged - 32, or 8 where a token tile has at most
+// two tokens, the other lanes' columns being zero: depth x 2 halves x blanes x 16 bytes.)
+constexpr int decode_staging_pieces(int depth, int tiles = 2, int blanes = 32) {
+  return depth * tiles + 2 * tiles + depth * 2 * blanes / 32;
+}
 inline constexpr int kDecodeStagingPieces = decode_staging_pieces(kDecodeDepth);
 
 // Outputs per combine task (8 per lane), and (4 per lane, so that 8 pairs' z rows fit in
@@ -102,6 +106,10 @@ inline constexpr int kWideDepth = 2;
 // one token 24.2-24.5 against 23.8-24.1, qwen3 15.2-15.3 against 15.1-15.2). (A CTA with exactly two
 // output tiles streams both at once through FC1's ring of two-tile chunks since: decode_kernel.cu.)
 inline constexpr int kWideFc2Depth = 4;
+// The wide kernel's FC2 ring in the CTAs that request their weights before the wait (batches of at
+// most two tokens, where other CTAs own two output tiles: decode_kernel.cu): 8 chunks, only token
+// columns 0 and 1 of h staged - the same pieces as the 4-chunk ring.
+inline constexpr int kWideFc2NarrowDepth = 8;
 inline constexpr int kWideStagingPieces = std::max(decode_staging_pieces(kWideDepth), decode_staging_pieces(kWideFc2Depth, 1));
 // The largest batch the decode backend gives the wide kernel by default (see setup_wide in
 // decode.cu for the rule and what it was measured against).

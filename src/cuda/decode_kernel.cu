@@ -190,9 +190,9 @@ struct Staging {
 };
 // Warp warp's staging for a ring of kDepth chunks of kTiles tiles (decode_staging_pieces(kDepth,
 // kTiles) pieces), its warp's pieces kPieces x 512 bytes apart from the start of a CTA's shared memory.
-template <int kDepth, int kTiles, int kPieces>
+template <int kDepth, int kTiles, int kPieces, int kBLanes = 32>
 __device__ __forceinline__ Staging warp_staging(unsigned char* smem, int warp) {
-  static_assert(decode_staging_pieces(kDepth, kTiles) <= kPieces, "a warp's staging within its pieces");
+  static_assert(decode_staging_pieces(kDepth, kTiles, kBLanes) <= kPieces, "a warp's staging within its pieces");
   Staging st;
   st.w = reinterpret_cast<uint4*>(smem) + warp * kPieces * 32;
   st.s = st.w + kDepth * kTiles * 32;
@@ -223,7 +223,7 @@ __device__ __forceinline__ Staging warp_staging(unsigned char* smem, int warp) {
 struct NoHook {
   __device__ void operator()() const {}
 };
-template <int kTiles, int kDepth = kDecodeDepth, typename BeforeB, typename AfterIssue = NoHook>
+template <int kTiles, int kDepth = kDecodeDepth, int kBLanes = 32, typename BeforeB, typename AfterIssue = NoHook>
 __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const Staging& st, int lane,
                                           const __nv_bfloat16* bbase, int brow, int kvalid, float (&acc)[kTiles][4],
                                           BeforeB before_b, unsigned long long& t_ready, int phase = 0,
@@ -231,6 +231,7 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
   constexpr int D = kDepth;
   static_assert(D == 2 || D == 4 || D == 8, "the ring of D slots must divide a scale group of 8 chunks");
   static_assert(kTiles == 1 || kTiles == 2, "a task has two tiles");
+  static_assert(kBLanes == 32 || kBLanes == 8, "activation slices of every lane, or of token columns 0 and 1");
   (void)t_ready;  // stamped in the profiling build only
   const int q = lane & 3;
 #pragma unroll
@@ -266,8 +267,10 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
     if (c < nch) {
       const bool valid = boff < bend;
       const __nv_bfloat16* src = bbase + (valid ? boff : 0u);
-      cp_async16<true>(&st.b[(slot * 2 + 0) * 32 + lane], src, valid ? 16 : 0);
-      cp_async16<true>(&st.b[(slot * 2 + 1) * 32 + lane], src + 8, valid ? 16 : 0);
+      if (kBLanes == 32 || lane < kBLanes) {
+        cp_async16<true>(&st.b[(slot * 2 + 0) * kBLanes + lane], src, valid ? 16 : 0);
+        cp_async16<true>(&st.b[(slot * 2 + 1) * kBLanes + lane], src + 8, valid ? 16 : 0);
+      }
       boff += 64;
     }
   };
@@ -279,7 +282,8 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
   // first data 0.9 us sooner at one token of qwen3-30b-a3b, in-graph time 0.2-0.6 us less at 1..2
   // tokens of qwen3-30b-a3b and nemotron for both kernels), and by the wide kernel's FC2, whose
   // weights gain nothing from being requested before the wait (measured: 0.1-0.8 us faster at 1..2
-  // tokens; requesting 8 chunks ahead instead of 4 was 0.3-1.6 us slower). after_issue() runs once
+  // tokens; requesting 8 chunks ahead instead of 4 was 0.3-1.6 us slower) - but in the CTAs that
+  // are not what the launch waits for (`early` in the wide kernel). after_issue() runs once
   // the first D groups are issued (the wide kernel's routing barrier, in its first FC1 pass).
   if (interleave) {
     before_b();
@@ -317,7 +321,10 @@ __device__ __forceinline__ void task_pass(const TaskStream& ts, int nch, const S
     const int slot = c & (D - 1), u = (phase + c) & 7;
     const uint4 w0 = st.w[(slot * kTiles + 0) * 32 + lane];
     const uint4 w1 = kTiles == 2 ? st.w[(slot * kTiles + 1) * 32 + lane] : w0;
-    const uint4 bv[2] = {st.b[(slot * 2 + 0) * 32 + lane], st.b[(slot * 2 + 1) * 32 + lane]};
+    const bool bstaged = kBLanes == 32 || lane < kBLanes;  // (the other lanes' columns are zero)
+    const uint4 zero4 = make_uint4(0u, 0u, 0u, 0u);
+    const uint4 bv[2] = {bstaged ? st.b[(slot * 2 + 0) * kBLanes + lane] : zero4,
+                         bstaged ? st.b[(slot * 2 + 1) * kBLanes + lane] : zero4};
     const uint32_t* bw = reinterpret_cast<const uint32_t*>(&bv[0]);
     __nv_bfloat162 s_lo[kTiles], s_hi[kTiles];
 #pragma unroll
@@ -1165,6 +1172,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   if (static_cast<int>(threadIdx.x) < P) my_w = p.wts[threadIdx.x];
   const Staging st = warp_staging<kWideDepth, 2, kWideStagingPieces>(smem, warp);       // Q and FC1
   const Staging st2 = warp_staging<kWideFc2Depth, 1, kWideStagingPieces>(smem, warp);  // FC2
+  const Staging st2n = warp_staging<kWideFc2NarrowDepth, 1, kWideStagingPieces, 8>(smem, warp);  // FC2, T <= 2
   // partial results [item][32 lanes] (FC1's, then FC2's), then the routing
   float4* const zpart = reinterpret_cast<float4*>(smem + kWideWarps * kWideStagingPieces * 512);
   const Routing R = carve_routing(reinterpret_cast<unsigned char*>(zpart + kWideZItems * 32), P, E, kWideWarps);
@@ -1370,6 +1378,17 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   const int T2 = p.H / 16;
   const bool two = static_cast<int>(blockIdx.x) + G < T2 && static_cast<int>(blockIdx.x) + 2 * G >= T2 &&
                    (spread || ntile * s2 <= 2 * kWideWarps);
+  // A CTA with one output tile where others own two (T2 > G) is not what the launch waits for: in a
+  // batch of at most two tokens it requests its FC2 weights before it waits for h, through a ring 8
+  // chunks deep that stages only token columns 0 and 1 (256 bytes of h a chunk instead of 1 KB: the
+  // same staging pieces), so its reads are out of the way of the two-tile CTAs' second tiles.
+  // (Measured on an H200, one lease, three runs each: nemotron at one token 21.2-21.4 -> 21.1-21.2 us,
+  // gpt-oss-120b 26.9-27.2 -> 26.6-26.8; qwen3-30b-a3b, which has no CTA with two tiles, 14.7-14.8 ->
+  // 14.6-14.7 and 20.0-20.1 -> 19.8 at two tokens, its code unchanged but for the layout. The same
+  // early requests through the 4-chunk ring: nemotron 20.9-21.1, gpt-oss-120b 26.7-26.8, but qwen3
+  // 14.9 at one token; the 8-chunk ring without the early requests, for every one-tile CTA of a batch
+  // of at most two tokens: qwen3 14.8 and 20.4, the others unchanged.)
+  const bool early = T2 > G && p.T <= 2;
   auto park = [&](int item) {  // item's 512 bytes for the second tile, in its warp's staging (in floats)
     const int w = spread ? item >> 1 : item & (kWideWarps - 1), sub = spread ? item & 1 : item / kWideWarps;
     return (w * kWideStagingPieces + decode_staging_pieces(kWideDepth) + sub) * 128;
@@ -1401,6 +1420,10 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
         task_pass<2, kWideDepth>(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, true);
         zpart[item * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
         reinterpret_cast<float4*>(smem)[park(item) / 4 + lane] = make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]);
+      } else if (early) {
+        float acc[1][4];
+        task_pass<1, kWideFc2NarrowDepth, 8>(ts, nch, st2n, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, false);
+        zpart[item * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
       } else {
         float acc[1][4];
         task_pass<1, kWideFc2Depth>(ts, nch, st2, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, true);

@@ -140,7 +140,7 @@ const void* fused_decode_kernel_ptr();
 //       most two items each). No z round trip, one hand-off (FC1 -> FC2, per expert) instead of two.
 // The split points depend only on the batch and the grid: bitwise reproducible on one GPU. Its
 // warps stream through rings of kWideDepth chunks in FC1 and kWideFc2Depth in FC2 (backend_api.hpp
-// says why).
+// says why; kWideFc2NarrowDepth where a one-tile CTA requests its FC2 weights before the wait).
 const void* wide_decode_kernel_ptr();
 
 #ifdef FP4MOE_DECODE_TRACE
