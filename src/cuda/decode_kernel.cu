@@ -1378,8 +1378,10 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   const int T2 = p.H / 16;
   const bool two = static_cast<int>(blockIdx.x) + G < T2 && static_cast<int>(blockIdx.x) + 2 * G >= T2 &&
                    (spread || ntile * s2 <= 2 * kWideWarps);
-  // A CTA with one output tile where others own two (T2 > G) is not what the launch waits for: in a
-  // batch of at most two tokens it requests its FC2 weights before it waits for h, through a ring 8
+  // A CTA off the two-tile path where the tiles outnumber the CTAs (T2 > G) - by default, at most two
+  // tokens of nemotron or gpt-oss-120b, a CTA with one output tile, not what the launch waits for;
+  // with FP4MOE_DECODE_WIDE, also CTAs of three tiles or with more items a warp - requests, in a
+  // batch of at most two tokens, its FC2 weights before it waits for h, through a ring 8
   // chunks deep that stages only token columns 0 and 1 (256 bytes of h a chunk instead of 1 KB: the
   // same staging pieces), so its reads are out of the way of the two-tile CTAs' second tiles.
   // (Measured on an H200, one lease, three runs each: nemotron at one token 21.2-21.4 -> 21.1-21.2 us,
@@ -1420,13 +1422,12 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
         task_pass<2, kWideDepth>(ts, nch, st, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, true);
         zpart[item * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
         reinterpret_cast<float4*>(smem)[park(item) / 4 + lane] = make_float4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]);
-      } else if (early) {
-        float acc[1][4];
-        task_pass<1, kWideFc2NarrowDepth, 8>(ts, nch, st2n, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, false);
-        zpart[item * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
       } else {
         float acc[1][4];
-        task_pass<1, kWideFc2Depth>(ts, nch, st2, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, true);
+        if (early)
+          task_pass<1, kWideFc2NarrowDepth, 8>(ts, nch, st2n, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, false);
+        else
+          task_pass<1, kWideFc2Depth>(ts, nch, st2, lane, p.h, brow, p.Ik - c0 * 64, acc, wait_fc2_deps, t_ready, c0 & 7, true);
         zpart[item * 32 + lane] = make_float4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
       }
       FP4MOE_TRACE(if (first2) wstamp(5, t_ready); first2 = false;)
