@@ -195,7 +195,7 @@ class DecodeKernel final : public MoeKernel {
   // The launch shape of every token count (decode_launch_shapes(): every CTA that fits, with
   // max_tokens' shared memory, but for batches whose FC1 tasks overflow that grid's first round).
   void setup(int P, const cudaDeviceProp& prop) {
-    const void* fn = fused_decode_kernel_ptr();
+    const void* fn = fused_decode_kernel_ptr(spec_.mode == Mode::W4A4);
     const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
     cudaFuncAttributes fa{};
     FP4MOE_CUDA_CHECK(cudaFuncGetAttributes(&fa, fn));
@@ -253,7 +253,7 @@ class DecodeKernel final : public MoeKernel {
     const int64_t T = std::min({want, max_tokens_, int64_t{kWideMaxPairs / k}});
     wide_max_tokens_ = 0;
     if (T < 1) return;
-    const void* fn = wide_decode_kernel_ptr();
+    const void* fn = wide_decode_kernel_ptr(spec_.mode == Mode::W4A4);
     cudaFuncAttributes fa{};
     FP4MOE_CUDA_CHECK(cudaFuncGetAttributes(&fa, fn));
     const size_t smem = decode_wide_smem_bytes(static_cast<int>(T * k), E);
@@ -298,7 +298,7 @@ class DecodeKernel final : public MoeKernel {
   }
 
   void launch_wide(DecodeParams& p, cudaStream_t stream) {
-    launch_cooperative(wide_decode_kernel_ptr(), sms_, kWideWarps, wide_smem_, chain_, p, stream);
+    launch_cooperative(wide_decode_kernel_ptr(p.w4a4), sms_, kWideWarps, wide_smem_, chain_, p, stream);
   }
 
   // A kernel's dynamic shared memory limit is one per process and device: only ever raised, so

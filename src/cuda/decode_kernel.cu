@@ -32,7 +32,7 @@ __device__ unsigned long long g_trace_mark[kTraceCtas][kTraceMarks];
 __device__ unsigned long long g_trace_epi[kTraceTasks][4];
 // The wide kernel, per CTA and warp: when it reached each of kWideSteps steps (decode_trace_print;
 // a step not reached in the last launch keeps an earlier launch's stamp, before that launch's start)
-constexpr int kWideSteps = 17;
+constexpr int kWideSteps = 20;
 __device__ unsigned long long g_trace_wide[kTraceCtas][kWideWarps][kWideSteps];
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t;
@@ -57,7 +57,6 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
-__device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
 __device__ __forceinline__ __nv_bfloat162 bits_bf2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162*>(&v); }
 
 // One prepared word (8 e2m1 codes) -> the four bf16x2 A registers of one MMA. The bit trick:
@@ -393,10 +392,10 @@ __device__ __forceinline__ int token_tiles(int cnt) { return (cnt + 7) / 8; }
 
 // An FC1 task's activation rows: the element offset of token column r's row in xq (W4A4) or x
 // (-1: the token tile has no such column), and the valid K-values of a row.
-__device__ __forceinline__ int fc1_brow(const DecodeParams& p, const Routing& R, const GemmTask& gt, int r) {
-  return r < gt.cnt ? (p.w4a4 ? (gt.off + r) * p.Hk : R.tok_of_slot[gt.off + r] * p.H) : -1;
+__device__ __forceinline__ int fc1_brow(const DecodeParams& p, bool w4a4, const Routing& R, const GemmTask& gt, int r) {
+  return r < gt.cnt ? (w4a4 ? (gt.off + r) * p.Hk : R.tok_of_slot[gt.off + r] * p.H) : -1;
 }
-__device__ __forceinline__ int fc1_kvalid(const DecodeParams& p) { return p.w4a4 ? p.Hk : p.H; }
+__device__ __forceinline__ int fc1_kvalid(const DecodeParams& p, bool w4a4) { return w4a4 ? p.Hk : p.H; }
 
 // One combine task: outputs [cc * kCols, (cc + 1) * kCols) of token t, out = bf16(sum over j in
 // order of w[t, j] * z[slot(t, j)]), the z rows of kPairs pairs loaded at once.
@@ -580,34 +579,53 @@ __device__ __forceinline__ void build_routing(const DecodeParams& p, Routing R, 
   }
 }
 
-// Q (W4A4): one slot's x row quantized with its expert's FC1 input scale into xq.
+// Q (W4A4): each slot's x row is quantized with its expert's FC1 input scale into xq, in pieces
+// of `per` 16-blocks (a multiple of 32: a block a lane), q_pieces(...) of them a row, each piece a
+// task of its own. (A warp quantizes 32 blocks, one a lane, in ~1.6 us; one warp a row had taken
+// 6.8 us for qwen3-30b-a3b's 128 blocks and 22 us for deepseek-v3's 448, on the critical path of
+// a small batch: profiling build, one token, H200.) At most `cap` pieces a row, so that a large
+// batch's Q tasks do not crowd out its FC1 tasks.
+struct QPieces {
+  int per, n;  // blocks a piece, pieces a row
+};
+__device__ __forceinline__ QPieces q_pieces(int Hk, int cap) {
+  const int nb = Hk / 16;
+  const int want = max(1, min((nb + 31) / 32, cap));
+  QPieces q;
+  q.per = ((nb + want - 1) / want + 31) / 32 * 32;
+  q.n = (nb + q.per - 1) / q.per;
+  return q;
+}
+// Piece j of slot's row: blocks [j * per, min((j + 1) * per, Hk / 16)).
 template <int kPieces>
-__device__ __forceinline__ void quantize_slot(const DecodeParams& p, const Routing& R, int slot, const Staging& st,
-                                              int lane) {
+__device__ __forceinline__ void quantize_piece(const DecodeParams& p, const Routing& R, int slot, int j, int per,
+                                               const Staging& st, int lane) {
   const int e = R.exp_of_slot[slot];
   const float is = p.a13[e];
   const __nv_bfloat16* xr = p.x + static_cast<long long>(R.tok_of_slot[slot]) * p.H;
   __nv_bfloat16* dst = p.xq + static_cast<long long>(slot) * p.Hk;
-  // the row's 16-blocks, kQBlocks per lane at a time, copied into the warp's staging
+  // the piece's 16-blocks, kQBlocks per lane at a time, copied into the warp's staging
   // (lane-private slices) with all their loads in flight together, then quantized: one
   // round trip per 32 * kQBlocks blocks instead of one per 32 (blocks past H are zero)
   constexpr int kQBlocks = kPieces / 2;
-  const int nb = p.Hk / 16, nbx = p.H / 16;
-  for (int b0 = 0; b0 < nb; b0 += 32 * kQBlocks) {
+  const int nbx = p.H / 16, b1 = min((j + 1) * per, p.Hk / 16);
+  for (int b0 = j * per; b0 < b1; b0 += 32 * kQBlocks) {
 #pragma unroll
     for (int u = 0; u < kQBlocks; ++u) {
       const int b = b0 + u * 32 + lane;
-      if (b < nbx) {
+      if (b < nbx && b < b1) {
         cp_async16<true>(&st.w[(2 * u + 0) * 32 + lane], xr + b * 16);
         cp_async16<true>(&st.w[(2 * u + 1) * 32 + lane], xr + b * 16 + 8);
       }
     }
     cp_async_commit();
     cp_async_wait<0>();
+    FP4MOE_TRACE(if (lane == 0 && blockDim.x == kWideWarps * 32 && blockIdx.x < kTraceCtas)
+                   g_trace_wide[blockIdx.x][threadIdx.x >> 5][18] = trace_now();)
 #pragma unroll 1
     for (int u = 0; u < kQBlocks; ++u) {
       const int b = b0 + u * 32 + lane;
-      if (b >= nb) break;
+      if (b >= b1) break;
       uint4 o[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
       if (b < nbx) {
         o[0] = st.w[(2 * u + 0) * 32 + lane], o[1] = st.w[(2 * u + 1) * 32 + lane];
@@ -621,8 +639,8 @@ __device__ __forceinline__ void quantize_slot(const DecodeParams& p, const Routi
 
 // The FC1 epilogue of one task (row task w of an expert, token tile of cnt tokens from slot off):
 // the epilogue scale, the activation, in W4A4 the FP4 re-quantization, and h's bf16 stores.
-__device__ __forceinline__ void fc1_epilogue(const DecodeParams& p, const float (&acc)[2][4], float g1, float is2, int w,
-                                             int cnt, int off, int lane, int task) {
+__device__ __forceinline__ void fc1_epilogue(const DecodeParams& p, bool w4a4, const float (&acc)[2][4], float g1,
+                                             float is2, int w, int cnt, int off, int lane, int task) {
   (void)task;  // the profiling build's stamps
   const int r = lane >> 2, q = lane & 3;
   // thread holds, per tile, rows (r, r + 8) x tokens (2q, 2q + 1)
@@ -641,8 +659,10 @@ __device__ __forceinline__ void fc1_epilogue(const DecodeParams& p, const float 
         hv[t][1][j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(r1, r1)));
       }
     }
-  if (p.w4a4) {
-    // 16-blocks along i: SwiGLU - the task's 16 i (both tiles); ReLU^2 - each tile.
+  if (w4a4) {
+    // 16-blocks along i: SwiGLU - the task's 16 i (both tiles); ReLU^2 - each tile. The four
+    // blocks' scales, then the eight values, each as one batch (act_quant_values).
+    float m[4];  // [token j][tile]
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
       float m0 = fmaxf(fabsf(hv[0][0][j]), fabsf(hv[0][1][j]));
@@ -653,13 +673,23 @@ __device__ __forceinline__ void fc1_epilogue(const DecodeParams& p, const float 
         m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, d));
         m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, d));
       }
-      const float s0 = act_block_scale(m0, is2), s1 = act_block_scale(m1, is2);
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        hv[0][hh][j] = act_quant_value(hv[0][hh][j], s0, is2);
-        hv[1][hh][j] = act_quant_value(hv[1][hh][j], s1, is2);
-      }
+      m[2 * j] = m0, m[2 * j + 1] = m1;
     }
+    act_block_scales(m, is2);
+    float v[8], sv[8];
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int t = 0; t < 2; ++t)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) v[4 * j + 2 * t + hh] = hv[t][hh][j], sv[4 * j + 2 * t + hh] = m[2 * j + t];
+    act_quant_values(v, sv, is2);
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int t = 0; t < 2; ++t)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) hv[t][hh][j] = v[4 * j + 2 * t + hh];
   }
   FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][1] = trace_now();)
 #pragma unroll
@@ -702,6 +732,7 @@ __device__ __forceinline__ void finish_launch(const DecodeParams& p, unsigned lo
 
 }  // namespace
 
+template <bool kW4A4>
 __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_decode_kernel(DecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   pdl_wait();  // a programmatic dependent launch (decode.cu): the previous kernel has completed
@@ -779,7 +810,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   unsigned* q_done = set;
   unsigned* fc1_done = set + E * kDecodeCounterStride;  // the kinds follow each other, E counters apart
   unsigned* fc2_done = set + 2 * E * kDecodeCounterStride;
-  const int nq = p.w4a4 ? nvalid : 0;
+  // Q: nvalid rows of qp.n pieces (at most round / (2 nvalid) pieces a row: half a round of Q tasks)
+  const QPieces qp = q_pieces(p.Hk, static_cast<int>(gridDim.x) * kDecodeWarps / (2 * max(nvalid, 1)));
+  const int nq = kW4A4 ? nvalid * qp.n : 0;
   const int n1 = ntile * p.n1_tasks, n2 = ntile * p.n2_tasks;
   // Combine tasks: 128 outputs, 8 pairs' z rows at once, up to kCombineNarrowTokens tokens; 256
   // outputs, 4 pairs at once, above. Measured on an H200 (one lease, two runs each), 128 x 8
@@ -897,9 +930,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     unsigned long long t_ready = 0;
     FP4MOE_TRACE(const unsigned long long t_start = trace_now();)
     if (task < nq) {
-      // ---- Q: one slot's x row quantized with its expert's FC1 input scale ----
-      const int slot = task, e = R.exp_of_slot[slot];
-      quantize_slot<kDecodeStagingPieces>(p, R, slot, st, lane);
+      // ---- Q: a piece of one slot's x row quantized with its expert's FC1 input scale ----
+      const int slot = task / qp.n, e = R.exp_of_slot[slot];
+      quantize_piece<kDecodeStagingPieces>(p, R, slot, task - slot * qp.n, qp.per, st, lane);
       signal_count(done_ctr(q_done, e), lane);
     } else if (task < nq + n1s) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
@@ -909,8 +942,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       const int w = gt.w, e = gt.e, cnt = gt.cnt, off = gt.off;
       TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
       const float g1 = p.g1[e];
-      const float is2 = p.w4a4 ? p.a2[e] : 1.0f;
-      int brow = fc1_brow(p, R, gt, r), kvalid = fc1_kvalid(p), nch = p.chunks1;
+      const float is2 = kW4A4 ? p.a2[e] : 1.0f;
+      int brow = fc1_brow(p, kW4A4, R, gt, r), kvalid = fc1_kvalid(p, kW4A4), nch = p.chunks1;
       if (split >= 0) {  // chunks [c0, c0 + cps), c0 a scale group's start
         const int c0 = split * cps;
         stream = from_chunk(stream, c0);
@@ -919,9 +952,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       }
       float acc[2][4];
       auto wait_q = [&] {
-        if (p.w4a4) wait_count(done_ctr(q_done, e), static_cast<unsigned>(R.count[e]), lane);
+        if (kW4A4) wait_count(done_ctr(q_done, e), static_cast<unsigned>(R.count[e] * qp.n), lane);
       };
-      if (p.w4a4) task_pass(stream, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready);
+      if (kW4A4) task_pass(stream, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready);
       else task_pass(stream, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, 0, true);
       FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][0] = trace_now();)
       // the unit's partial sums: [split][32 lanes][8]
@@ -955,7 +988,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
             for (int i = 0; i < 4; ++i) acc[t][i] = __fadd_rn(v[i], acc[t][i]);
           }
         }
-        fc1_epilogue(p, acc, g1, is2, w, cnt, off, lane, task);
+        fc1_epilogue(p, kW4A4, acc, g1, is2, w, cnt, off, lane, task);
         FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][2] = trace_now();)
         signal_count(done_ctr(fc1_done, e), lane);
         FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][3] = trace_now();)
@@ -1152,6 +1185,7 @@ __device__ __forceinline__ void wide_route_tables(const DecodeParams& p, const W
   }
 }
 
+template <bool kW4A4>
 __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   pdl_wait();  // a programmatic dependent launch (decode.cu): the previous kernel has completed
@@ -1202,7 +1236,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     if (!routed) asm volatile("bar.sync 1;" ::: "memory");
     routed = true;
   };
-  if (p.w4a4) routing_barrier();
+  if (kW4A4) routing_barrier();
   // the counters of this launch's set (s_epoch: read after the routing barrier)
   auto q_done = [&] { return counter_set(p, s_epoch); };
   auto fc1_done = [&] { return counter_set(p, s_epoch) + E * kDecodeCounterStride; };
@@ -1210,11 +1244,16 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   unsigned long long t_ready = 0;  // stamped by task_pass in the profiling build
   FP4MOE_TRACE(wstamp(0, trace_now());)
 
-  // ---- Q (W4A4): the slots over the grid's warps, one per CTA before a second per CTA ----
-  if (p.w4a4)
-    for (int slot = warp * G + static_cast<int>(blockIdx.x); slot < nvalid; slot += G * kWideWarps) {
-      quantize_slot<kWideStagingPieces>(p, R, slot, st, lane);
+  // ---- Q (W4A4): the slots' pieces over the grid's warps, one per CTA before a second per CTA,
+  // from the CTA's last warp down (the FC1 items fill the warps from the first) ----
+  const QPieces qp = q_pieces(p.Hk, 1 << 20);
+  if (kW4A4)
+    for (int i = (kWideWarps - 1 - warp) * G + static_cast<int>(blockIdx.x); i < nvalid * qp.n; i += G * kWideWarps) {
+      FP4MOE_TRACE(wstamp(17, trace_now());)
+      const int slot = i / qp.n;
+      quantize_piece<kWideStagingPieces>(p, R, slot, i - slot * qp.n, qp.per, st, lane);
       signal_count(done_ctr(q_done(), R.exp_of_slot[slot]), lane);
+      FP4MOE_TRACE(wstamp(19, trace_now());)
     }
 
   // ---- FC1: CTA b takes the tasks [n1 * b / G, n1 * (b + 1) / G); with fewer tasks than warps,
@@ -1245,24 +1284,24 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       brow0 = tok >= 0 ? tok * p.H : -1;
     } else {
       gt = gemm_task_magic(t0 + j, p.n1_tasks, p.wide_n1_magic, R);
-      brow0 = fc1_brow(p, R, gt, r);
+      brow0 = fc1_brow(p, kW4A4, R, gt, r);
     }
     const TaskStream ts = from_chunk(task_stream(p.w1, p.expert1_bytes, gt.e, p.n1_tasks, gt.w, p.chunks1), c0);
     const int brow = brow0 >= 0 ? brow0 + c0 * 64 : -1;  // from K-value 64 * c0
-    const int kvalid = fc1_kvalid(p) - c0 * 64;
+    const int kvalid = fc1_kvalid(p, kW4A4) - c0 * 64;
     // the epilogue's scales, loaded before the pass (after it, their round trip would add to every task's end)
-    g1 = p.g1[gt.e], is2 = p.w4a4 ? p.a2[gt.e] : 1.0f;
+    g1 = p.g1[gt.e], is2 = kW4A4 ? p.a2[gt.e] : 1.0f;
     float acc[2][4];
     auto wait_q = [&] {
-      if (p.w4a4) wait_count(done_ctr(q_done(), gt.e), static_cast<unsigned>(R.count[gt.e]), lane);
+      if (kW4A4) wait_count(done_ctr(q_done(), gt.e), static_cast<unsigned>(R.count[gt.e] * qp.n), lane);
     };
     FP4MOE_TRACE(if (first1) wstamp(13, trace_now());)
-    if (p.w4a4) task_pass<2, kWideDepth>(ts, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready, c0 & 7);
+    if (kW4A4) task_pass<2, kWideDepth>(ts, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready, c0 & 7);
     else task_pass<2, kWideDepth>(ts, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, c0 & 7, true, routing_barrier);
     FP4MOE_TRACE(if (first1) wstamp(1, t_ready); first1 = false;)
     FP4MOE_TRACE(wstamp(2, trace_now());)
     if (s1 == 1) {
-      fc1_epilogue(p, acc, g1, is2, gt.w, gt.cnt, gt.off, lane, 0);
+      fc1_epilogue(p, kW4A4, acc, g1, is2, gt.w, gt.cnt, gt.off, lane, 0);
       signal_count(done_ctr(fc1_done(), gt.e), lane);
     } else {
 #pragma unroll
@@ -1289,7 +1328,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       }
       const GemmTask gt = gemm_task_magic(t0 + j, p.n1_tasks, p.wide_n1_magic, R);
       FP4MOE_TRACE(wstamp(12, trace_now());)
-      fc1_epilogue(p, acc, g1, is2, gt.w, gt.cnt, gt.off, lane, 0);
+      fc1_epilogue(p, kW4A4, acc, g1, is2, gt.w, gt.cnt, gt.off, lane, 0);
       FP4MOE_TRACE(wstamp(10, trace_now());)
       signal_count(done_ctr(fc1_done(), gt.e), lane);
       FP4MOE_TRACE(wstamp(11, trace_now());)
@@ -1503,7 +1542,7 @@ void decode_trace_print() {
     const char* steps[kWideSteps] = {"prologue", "FC1 1st data", "FC1 items", "FC1 partials", "FC1 epilogues",
                                      "FC2 1st ready", "FC2 items", "end", "combine start", "combine done",
                                      "epi stores", "epi signal", "epi summed", "FC1 pre-pass", "FC1 issued",
-                                     "FC2 issued", "FC2 pre-pass"};
+                                     "FC2 issued", "FC2 pre-pass", "Q start", "Q x staged", "Q signalled"};
     std::printf("    wide trace (us from the first CTA's start, over warps that reached the step: p10/p50/p90/max):\n");
     for (int sidx = 0; sidx < kWideSteps; ++sidx) {
       std::vector<double> v;
@@ -1611,7 +1650,13 @@ void decode_trace_print() {
 }
 #endif
 
-const void* fused_decode_kernel_ptr() { return reinterpret_cast<const void*>(&fused_decode_kernel); }
-const void* wide_decode_kernel_ptr() { return reinterpret_cast<const void*>(&wide_decode_kernel); }
+const void* fused_decode_kernel_ptr(bool w4a4) {
+  return w4a4 ? reinterpret_cast<const void*>(&fused_decode_kernel<true>)
+              : reinterpret_cast<const void*>(&fused_decode_kernel<false>);
+}
+const void* wide_decode_kernel_ptr(bool w4a4) {
+  return w4a4 ? reinterpret_cast<const void*>(&wide_decode_kernel<true>)
+              : reinterpret_cast<const void*>(&wide_decode_kernel<false>);
+}
 
 }  // namespace fp4moe::cuda

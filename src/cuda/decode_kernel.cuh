@@ -120,7 +120,7 @@ __host__ __device__ inline int decode_counter_set(int E, int sm_ids) {
 inline constexpr int kDecodeMinBlocks = 5;
 
 // The kernel, as a pointer for cudaLaunchKernelExC (its definition stays inside decode_kernel.cu).
-const void* fused_decode_kernel_ptr();
+const void* fused_decode_kernel_ptr(bool w4a4);  // (one instantiation per mode, as the wide kernel)
 
 // The wide kernel: the same layer for batches of at most kWideMaxPairs routed pairs, one CTA of
 // kWideWarps warps per SM (cooperative launch), the weights, h and the counters as above:
@@ -141,7 +141,9 @@ const void* fused_decode_kernel_ptr();
 // The split points depend only on the batch and the grid: bitwise reproducible on one GPU. Its
 // warps stream through rings of kWideDepth chunks in FC1 and kWideFc2Depth in FC2 (backend_api.hpp
 // says why; kWideFc2NarrowDepth where a one-tile CTA requests its FC2 weights before the wait).
-const void* wide_decode_kernel_ptr();
+// (One instantiation per numerics mode: the W4A16 one carries none of W4A4's code - the
+// quantization of x and h - so W4A4's code does not move W4A16's registers and layout.)
+const void* wide_decode_kernel_ptr(bool w4a4);
 
 #ifdef FP4MOE_DECODE_TRACE
 // Profiling build only: clears the timeline, and prints a per-phase summary of the last

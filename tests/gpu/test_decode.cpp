@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,11 +16,13 @@
 #include "cuda/decode_kernel.cuh"
 #include "fp4moe/bf16.hpp"
 #include "fp4moe/error.hpp"
+#include "fp4moe/format.hpp"
 #include "fp4moe/metrics.hpp"
 #include "fp4moe/presets.hpp"
 #include "fp4moe/reference.hpp"
 #include "fp4moe/synthetic.hpp"
 #include "gpu_test_util.hpp"
+#include "quantize_device.hpp"
 
 using namespace fp4moe;
 using namespace fp4moe::testing;
@@ -471,46 +475,190 @@ TEST(DecodeSmall, WideKernelTwoOutputTilesPerCta) {
 TEST(DecodeKernelResources, NoLocalMemoryAndFiveCtasPerSmAtOneToken) {
   FP4MOE_SKIP_WITHOUT_GPU();
   const cudaDeviceProp prop = current_device();
-  cudaFuncAttributes fa{};
-  FP4MOE_TEST_CUDA(cudaFuncGetAttributes(&fa, cuda::fused_decode_kernel_ptr()));
-  const MoeSpec spec = find_preset("qwen3-30b-a3b").spec(Mode::W4A16);
-  const size_t smem = cuda::decode_smem_bytes(static_cast<int>(spec.topk), static_cast<int>(spec.experts));
-  // (below the default 48 KB limit of dynamic shared memory: no attribute needs raising)
-  int ctas = 0;
-  FP4MOE_TEST_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, cuda::fused_decode_kernel_ptr(),
-                                                                 cuda::kDecodeWarps * 32, smem));
-  std::printf("  sm_%d%d: %d registers, %zu B local, %zu B static shared; %zu B dynamic at one token of qwen3-30b-a3b "
-              "-> %d CTAs per SM\n",
-              prop.major, prop.minor, fa.numRegs, fa.localSizeBytes, fa.sharedSizeBytes, smem, ctas);
-  EXPECT_EQ(fa.localSizeBytes, 0u) << "the decode kernel uses local memory (spills or a stack)";
-  EXPECT_LE(fa.sharedSizeBytes, cuda::kDecodeStaticSmemBound) << "selection counts less static shared memory";
-  if (prop.major == 9) {
-    EXPECT_GE(ctas, 5) << "sm_90: " << fa.numRegs << " registers and " << fa.sharedSizeBytes
-                       << " B of static shared memory leave fewer than 5 CTAs per SM at one token";
-  } else {
-    std::printf("  (the 5-CTA expectation is for sm_90; not checked on sm_%d%d)\n", prop.major, prop.minor);
+  for (bool w4a4 : {false, true}) {  // (one instantiation per mode)
+    const void* fn = cuda::fused_decode_kernel_ptr(w4a4);
+    const char* mode = w4a4 ? "W4A4" : "W4A16";
+    cudaFuncAttributes fa{};
+    FP4MOE_TEST_CUDA(cudaFuncGetAttributes(&fa, fn));
+    const MoeSpec spec = find_preset("qwen3-30b-a3b").spec(w4a4 ? Mode::W4A4 : Mode::W4A16);
+    const size_t smem = cuda::decode_smem_bytes(static_cast<int>(spec.topk), static_cast<int>(spec.experts));
+    // (below the default 48 KB limit of dynamic shared memory: no attribute needs raising)
+    int ctas = 0;
+    FP4MOE_TEST_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, fn, cuda::kDecodeWarps * 32, smem));
+    std::printf("  %s, sm_%d%d: %d registers, %zu B local, %zu B static shared; %zu B dynamic at one token of "
+                "qwen3-30b-a3b -> %d CTAs per SM\n",
+                mode, prop.major, prop.minor, fa.numRegs, fa.localSizeBytes, fa.sharedSizeBytes, smem, ctas);
+    EXPECT_EQ(fa.localSizeBytes, 0u) << mode << ": the decode kernel uses local memory (spills or a stack)";
+    EXPECT_LE(fa.sharedSizeBytes, cuda::kDecodeStaticSmemBound)
+        << mode << ": selection counts less static shared memory";
+    if (prop.major == 9) {
+      EXPECT_GE(ctas, 5) << mode << ", sm_90: " << fa.numRegs << " registers and " << fa.sharedSizeBytes
+                         << " B of static shared memory leave fewer than 5 CTAs per SM at one token";
+    } else {
+      std::printf("  (the 5-CTA expectation is for sm_90; not checked on sm_%d%d)\n", prop.major, prop.minor);
+    }
   }
 }
 
-// The wide kernel: no local memory, and one CTA per SM with its largest shared memory (64 pairs,
-// 512 experts) on sm_90.
+// The wide kernel (both instantiations, W4A16 and W4A4): no local memory, and one CTA per SM with
+// its largest shared memory (64 pairs, 512 experts) on sm_90.
 TEST(DecodeKernelResources, WideKernelNoLocalMemoryAndOneCtaPerSm) {
   FP4MOE_SKIP_WITHOUT_GPU();
   const cudaDeviceProp prop = current_device();
-  const void* fn = cuda::wide_decode_kernel_ptr();
-  cudaFuncAttributes fa{};
-  FP4MOE_TEST_CUDA(cudaFuncGetAttributes(&fa, fn));
-  const size_t smem = cuda::decode_wide_smem_bytes(cuda::kWideMaxPairs, 512);
-  std::printf("  sm_%d%d: %d registers, %zu B local, %zu B static shared; %zu B dynamic at 64 pairs, 512 experts\n",
-              prop.major, prop.minor, fa.numRegs, fa.localSizeBytes, fa.sharedSizeBytes, smem);
-  EXPECT_EQ(fa.localSizeBytes, 0u) << "the wide decode kernel uses local memory (spills or a stack)";
-  EXPECT_LE(fa.sharedSizeBytes, cuda::kDecodeStaticSmemBound) << "selection counts less static shared memory";
-  if (prop.major == 9) {
-    FP4MOE_TEST_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    int ctas = 0;
-    FP4MOE_TEST_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, fn, cuda::kWideWarps * 32, smem));
-    EXPECT_GE(ctas, 1) << "sm_90: the wide kernel does not fit an SM at 64 pairs and 512 experts";
+  for (bool w4a4 : {false, true}) {
+    const void* fn = cuda::wide_decode_kernel_ptr(w4a4);
+    cudaFuncAttributes fa{};
+    FP4MOE_TEST_CUDA(cudaFuncGetAttributes(&fa, fn));
+    const size_t smem = cuda::decode_wide_smem_bytes(cuda::kWideMaxPairs, 512);
+    const char* mode = w4a4 ? "W4A4" : "W4A16";
+    std::printf("  %s, sm_%d%d: %d registers, %zu B local, %zu B static shared; %zu B dynamic at 64 pairs, "
+                "512 experts\n",
+                mode, prop.major, prop.minor, fa.numRegs, fa.localSizeBytes, fa.sharedSizeBytes, smem);
+    EXPECT_EQ(fa.localSizeBytes, 0u) << mode << ": the wide decode kernel uses local memory (spills or a stack)";
+    EXPECT_LE(fa.sharedSizeBytes, cuda::kDecodeStaticSmemBound)
+        << mode << ": selection counts less static shared memory";
+    if (prop.major == 9) {
+      FP4MOE_TEST_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+      int ctas = 0;
+      FP4MOE_TEST_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, fn, cuda::kWideWarps * 32, smem));
+      EXPECT_GE(ctas, 1) << mode << ": sm_90: the wide kernel does not fit an SM at 64 pairs and 512 experts";
+    }
   }
+}
+
+// The device's division without the slow-path call (cuda::div_rn_fast, W4A4's activation
+// quantization): bitwise the host's IEEE quotient wherever cuda::div_fast_ok admits the operands -
+// random operands over and past that range, quotients within a few ulp of e2m1's rounding
+// boundaries, exact quotients, zeros and the range's edges.
+TEST(QuantizeDevice, FastDivisionIsIeeeInItsRange) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  std::mt19937_64 rng(seed);
+  auto uni = [&](double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); };
+  auto mag = [&](double lo2, double hi2) { return static_cast<float>(std::exp2(uni(lo2, hi2))); };
+  const double bounds[] = {0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0};
+  const int64_t n = int64_t{1} << 22;
+  std::vector<float> x(n), d(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const int kind = static_cast<int>(i % 10);
+    const float sign = (rng() & 1) ? -1.0f : 1.0f;
+    if (kind < 5) {  // anywhere, including past the range
+      x[i] = sign * mag(-46, 46), d[i] = mag(-46, 46);
+    } else if (kind < 8) {  // near a rounding boundary or a code's value
+      d[i] = mag(-30, 30);
+      const double q = bounds[rng() % 14] * (1.0 + static_cast<double>(static_cast<int>(rng() % 9) - 4) * 0x1p-24);
+      x[i] = sign * static_cast<float>(q * d[i]);
+    } else if (kind == 8) {  // exact quotients: d of few mantissa bits times a code's value
+      d[i] = std::ldexp(static_cast<float>(1 + rng() % 8), static_cast<int>(rng() % 60) - 30);
+      x[i] = sign * static_cast<float>(bounds[rng() % 14] * d[i]);
+    } else {  // zeros and the range's edges
+      const float edges[] = {0.0f,     -0.0f, 0x1p-40f, 0x1p40f, std::nextafter(0x1p-40f, 0.0f),
+                             std::nextafter(0x1p40f, 1e38f)};
+      x[i] = sign * edges[rng() % 6], d[i] = edges[2 + rng() % 4];
+      if (rng() & 1) x[i] = sign * mag(-40, 40);
+    }
+  }
+  DeviceBuffer<float> dx(x), dd(d), dq(static_cast<size_t>(n));
+  DeviceBuffer<uint8_t> dok(static_cast<size_t>(n));
+  dq.poison(), dok.poison();
+  FP4MOE_TEST_CUDA(launch_divide_fast(dx.get(), dd.get(), dq.get(), dok.get(), n));
+  FP4MOE_TEST_CUDA(cudaDeviceSynchronize());
+  const auto q = dq.download();
+  const auto ok = dok.download();
+  int64_t checked = 0, wrong = 0, ok_wrong = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    const bool in = d[i] >= 0x1p-40f && d[i] <= 0x1p40f && a <= 0x1p40f && (a >= 0x1p-40f || a == 0.0f);
+    if (ok[i] != (in ? 1 : 0) && ok_wrong++ < 5)
+      ADD_FAILURE() << "div_fast_ok(" << x[i] << ", " << d[i] << ") = " << int(ok[i]) << ", expected " << in;
+    if (!in) continue;
+    ++checked;
+    const float e = x[i] / d[i];
+    uint32_t eb, gb;
+    std::memcpy(&eb, &e, 4), std::memcpy(&gb, &q[i], 4);
+    // (a zero quotient's sign is not part of the contract: -0 / d gives +0 on the fast path, and
+    // e2m1_code maps both zeros to code 0)
+    if (eb != gb && !(e == 0.0f && q[i] == 0.0f) && wrong++ < 5)
+      ADD_FAILURE() << "div_rn_fast(" << x[i] << ", " << d[i] << ") = " << q[i] << ", IEEE " << e;
+  }
+  std::printf("  seed %llu: %lld of %lld quotients in the fast path's range, %lld differ from IEEE\n",
+              static_cast<unsigned long long>(seed), static_cast<long long>(checked), static_cast<long long>(n),
+              static_cast<long long>(wrong));
+  EXPECT_GT(checked, n / 2);
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(ok_wrong, 0);
+}
+
+// Whole 16-blocks quantized on the device (cuda::quantize_bf16_block16: the decode kernels' Q and
+// the prefill kernels' x and h) against the host's quantize_activation_row, bitwise: random rows
+// over many magnitudes and input scales, blocks whose quotients tie on e2m1's rounding boundaries,
+// zero, tiny and huge blocks (scales or values past the fast division's range), NaN and infinity.
+TEST(QuantizeDevice, BlocksMatchHost) {
+  FP4MOE_SKIP_WITHOUT_GPU();
+  const uint64_t seed = fresh_seed();
+  std::mt19937_64 rng(seed);
+  auto uni = [&](double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); };
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t blocks = int64_t{1} << 18;
+  std::vector<uint16_t> x(static_cast<size_t>(blocks * 16));
+  std::vector<float> is(static_cast<size_t>(blocks));
+  const float ties[] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, 0.0f};
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint16_t* blk = &x[static_cast<size_t>(b * 16)];
+    const int kind = static_cast<int>(b % 8);
+    if (kind < 4) {  // random values, one magnitude per block, a random input scale
+      const float m = static_cast<float>(std::exp2(uni(-20, 20)));
+      for (int i = 0; i < 16; ++i) blk[i] = float_to_bf16(normal(rng) * m);
+      is[b] = static_cast<float>(std::exp2(uni(-24, 8))) * static_cast<float>(uni(1, 2));
+    } else if (kind < 6) {  // ties: a power-of-two scale and d, values on the boundaries (and next to them)
+      const int a = static_cast<int>(rng() % 24) - 16, j = static_cast<int>(rng() % 14) - 6;
+      is[b] = std::ldexp(1.0f, a);
+      const float dd = std::ldexp(1.0f, a + j);
+      blk[0] = float_to_bf16(6.0f * dd);  // amax: s = 2^j exactly
+      for (int i = 1; i < 16; ++i) {
+        uint16_t v = float_to_bf16(((rng() & 1) ? -1.0f : 1.0f) * ties[rng() % 15] * dd);
+        const int nb = static_cast<int>(rng() % 4);
+        if (nb == 1 && (v & 0x7FFF) != 0) ++v;  // one bf16 ulp away from the magnitude
+        if (nb == 2 && (v & 0x7FFF) != 0) --v;
+        blk[i] = v;
+      }
+    } else if (kind == 6) {  // past the fast division's range: tiny or huge scales, tiny values, zeros
+      const int sub = static_cast<int>(rng() % 4);
+      is[b] = sub == 0 ? 1e-30f : sub == 1 ? 1e30f : 0.01f;
+      for (int i = 0; i < 16; ++i)
+        blk[i] = sub == 2 ? static_cast<uint16_t>((rng() & 0x8000) | (rng() % 0x0100))  // bf16 subnormals and zeros
+                 : sub == 3 ? static_cast<uint16_t>(rng() & 0x8000)                     // +-0: a zero block
+                            : float_to_bf16(normal(rng));
+    } else {  // NaN and infinities among normal values
+      is[b] = 0.01f;
+      for (int i = 0; i < 16; ++i) blk[i] = float_to_bf16(normal(rng));
+      const uint16_t specials[] = {0x7FC0, 0xFFC0, 0x7F80, 0xFF80};
+      blk[rng() % 16] = specials[rng() % 4];
+    }
+  }
+  DeviceBuffer<uint16_t> dx(x), dout(x.size());
+  DeviceBuffer<float> dis(is);
+  dout.poison();
+  FP4MOE_TEST_CUDA(launch_quantize_blocks(dx.get(), dis.get(), blocks, dout.get()));
+  FP4MOE_TEST_CUDA(cudaDeviceSynchronize());
+  const auto out = dout.download();
+  int64_t wrong = 0;
+  float xf[16], deq[16];
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int i = 0; i < 16; ++i) xf[i] = bf16_to_float(x[static_cast<size_t>(b * 16 + i)]);
+    quantize_activation_row(xf, 16, is[b], nullptr, nullptr, deq);
+    for (int i = 0; i < 16; ++i) {
+      const uint16_t e = float_to_bf16(deq[i]), g = out[static_cast<size_t>(b * 16 + i)];
+      const bool both_nan = std::isnan(deq[i]) && std::isnan(bf16_to_float(g));
+      if (e != g && !both_nan && wrong++ < 5)
+        ADD_FAILURE() << "block " << b << " (input scale " << is[b] << ") value " << i << " = " << xf[i] << ": device "
+                      << bf16_to_float(g) << " (0x" << std::hex << g << "), host " << deq[i] << " (0x" << e << std::dec
+                      << ")";
+    }
+  }
+  std::printf("  seed %llu: %lld blocks, %lld values differ from the host\n", static_cast<unsigned long long>(seed),
+              static_cast<long long>(blocks), static_cast<long long>(wrong));
+  EXPECT_EQ(wrong, 0);
 }
 
 // Every preset of the models table at M in {1, 3, 16, 64}, both modes.
