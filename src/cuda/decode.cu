@@ -168,7 +168,6 @@ class DecodeKernel final : public MoeKernel {
     p.chunks2 = static_cast<int>(dims_.chunks2);
     p.expert1_bytes = dims_.expert1_bytes;
     p.expert2_bytes = dims_.expert2_bytes;
-    p.w4a4 = spec_.mode == Mode::W4A4;
     p.swiglu = dims_.swiglu;
     p.sm_ids = sm_ids_;
     const DecodeLaunchShape& ls = shape_[static_cast<size_t>(T - 1)];
@@ -295,10 +294,11 @@ class DecodeKernel final : public MoeKernel {
     }
     wide_max_tokens_ = T;
     wide_smem_ = smem;
+    wide_fn_ = fn;
   }
 
   void launch_wide(DecodeParams& p, cudaStream_t stream) {
-    launch_cooperative(wide_decode_kernel_ptr(p.w4a4), sms_, kWideWarps, wide_smem_, chain_, p, stream);
+    launch_cooperative(wide_fn_, sms_, kWideWarps, wide_smem_, chain_, p, stream);
   }
 
   // A kernel's dynamic shared memory limit is one per process and device: only ever raised, so
@@ -370,6 +370,7 @@ class DecodeKernel final : public MoeKernel {
   unsigned wide_fc1_split_[kWideWarps + 1] = {}, wide_fc2_split_[kWideWarps + 1] = {};
   int64_t wide_max_tokens_ = 0;  // batches of up to this many tokens run the wide kernel
   size_t wide_smem_ = 0;
+  const void* wide_fn_ = nullptr;  // the wide kernel of this layer's mode
   bool chain_ = false;  // programmatic dependent launches (the sm_90a code is loaded)
 };
 

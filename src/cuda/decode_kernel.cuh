@@ -3,7 +3,8 @@
 // One cooperative, persistent launch does the whole layer for 1..64 tokens:
 //   prologue (every CTA, redundantly, all threads): compact the routed pairs per expert into
 //            slots, in a deterministic order (expert, then pair index), so every CTA agrees;
-//   Q   (W4A4 only) one warp per pair: x quantized with the expert's FC1 input scale -> xq;
+//   Q   (W4A4 only) one warp per piece of a slot's x row (32 16-blocks, one a lane; fewer, longer
+//       pieces where the slots are many): x quantized with the expert's FC1 input scale -> xq;
 //   FC1 one warp per (expert, token tile of up to 8 tokens, 16 or 32 intermediate rows):
 //       y = W1 x, activation, bf16 (and in W4A4 the FP4 re-quantization), written to h -
 //       complete sums over all of K (measured on an H200: splitting K at 1..8 tokens, the splits
@@ -64,7 +65,7 @@ struct DecodeParams {
   float* part;          // [units][kMaxFc1Splits - 1][32 lanes][8] FC1 partial sums of split tasks
   unsigned* split_ctr;  // [units] arrivals of a split task's splits but the last (reset by the last)
   long long expert1_bytes, expert2_bytes;
-  int w4a4, swiglu;
+  int swiglu;  // (the numerics mode is the kernel's instantiation: *_decode_kernel_ptr)
   // FC1 chunks of every routed pair's expert (all its row tasks, and their first scale group) that
   // the grid requests into L2 at its start, while it builds the routing tables: 0 = none. Set
   // (to the ring's depth, at most chunks1) when every Q and FC1 task fits the first round: those
@@ -128,7 +129,7 @@ const void* fused_decode_kernel_ptr(bool w4a4);  // (one instantiation per mode,
 //       warp scan; token tiles in the order of each expert's first pair), requests its first FC1
 //       chunks, then waits at one CTA barrier for the tables (those above, its tiles in this order)
 //       that warp 0 writes meanwhile;
-//   Q   (W4A4) one warp per slot, as above;
+//   Q   (W4A4) one warp per piece of 32 16-blocks of a slot's row, as above;
 //   FC1 CTA b takes an equal share of the FC1 tasks, [n1 * b / grid, n1 * (b + 1) / grid); when
 //       they are fewer than its warps, each task's K is split into ranges over the warps, their
 //       partial sums added in range order in shared memory, then the same epilogue -> h;

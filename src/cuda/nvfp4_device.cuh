@@ -63,7 +63,8 @@ __device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 v) { return *reinter
 // value leaves the normal range - for div_fast_ok's operands, |x| = 0 or in [2^-40, 2^40] and d in
 // [2^-40, 2^40] (the quotient, the reciprocal and the residual terms then stay within [2^-103,
 // 2^80]). The callers compute a block's quotients with it and redo the block with __fdiv_rn
-// where an operand falls outside. (Tested bitwise against __fdiv_rn: tests/gpu, QuantizeDevice.)
+// where an operand falls outside. (Tested bitwise against the host's IEEE division: tests/gpu,
+// QuantizeDevice.)
 __device__ __forceinline__ bool div_fast_ok(float x, float d) {
   const float a = fabsf(x);  // (& and |, not && and ||: no branches)
   return (d >= 0x1p-40f) & (d <= 0x1p40f) & (a <= 0x1p40f) & ((a >= 0x1p-40f) | (a == 0.0f));
@@ -128,15 +129,14 @@ __device__ __forceinline__ float act_dequant(float q, float s) {
 template <int N>
 __device__ __forceinline__ void act_quant_values(float (&v)[N], const float (&s)[N], float input_scale) {
   float q[N], d[N];
-  bool ok = true, any = false;
+  bool ok = true;  // (false only where some value with a nonzero scale is outside the range)
 #pragma unroll
   for (int i = 0; i < N; ++i) {
     d[i] = __fmul_rn(s[i], input_scale);
     ok = ok & ((s[i] == 0.0f) | div_fast_ok(v[i], d[i]));
-    any = any | (s[i] != 0.0f);
     q[i] = div_rn_fast(v[i], d[i]);
   }
-  if (!ok && any) {
+  if (!ok) {
 #pragma unroll
     for (int i = 0; i < N; ++i) q[i] = __fdiv_rn(v[i], d[i]);
   }
