@@ -94,7 +94,7 @@ class DecodeKernel final : public MoeKernel {
     const int64_t row_elems = P * std::max(dims_.Hk, dims_.Ik);
     FP4MOE_CHECK_ARG(row_elems < (int64_t{1} << 31), "max_tokens",
                      "max_tokens * topk * max(hidden, intermediate) below 2^31 for the decode backend", row_elems);
-    ws_xq_ = a4 ? device_alloc<uint16_t>(static_cast<size_t>(P * dims_.Hk)) : nullptr;
+    ws_xq_ = a4 ? device_alloc<uint16_t>(static_cast<size_t>(P * dims_.H)) : nullptr;
     ws_h_ = device_alloc<uint16_t>(static_cast<size_t>(P * dims_.Ik));
     ws_z_ = device_alloc<float>(static_cast<size_t>(P * dims_.H));
     cudaDeviceProp prop{};
@@ -115,7 +115,7 @@ class DecodeKernel final : public MoeKernel {
     // partial sums of split FC1 tasks: 1 KB per split but the last, kMaxFc1Splits - 1 per task
     const int64_t part_bytes = round * (kMaxFc1Splits - 1) * 1024;
     ws_part_ = device_alloc<float>(static_cast<size_t>(part_bytes / 4));
-    workspace_bytes_ = (a4 ? P * dims_.Hk * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + ncounters * 4 + part_bytes;
+    workspace_bytes_ = (a4 ? P * dims_.H * 2 : 0) + P * dims_.Ik * 2 + P * dims_.H * 4 + ncounters * 4 + part_bytes;
   }
 
   ~DecodeKernel() override {

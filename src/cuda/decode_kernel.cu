@@ -32,7 +32,7 @@ __device__ unsigned long long g_trace_mark[kTraceCtas][kTraceMarks];
 __device__ unsigned long long g_trace_epi[kTraceTasks][4];
 // The wide kernel, per CTA and warp: when it reached each of kWideSteps steps (decode_trace_print;
 // a step not reached in the last launch keeps an earlier launch's stamp, before that launch's start)
-constexpr int kWideSteps = 20;
+constexpr int kWideSteps = 17;
 __device__ unsigned long long g_trace_wide[kTraceCtas][kWideWarps][kWideSteps];
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t;
@@ -143,7 +143,7 @@ __device__ __forceinline__ void signal_count(unsigned* ctr, int lane) {
 
 struct Routing {
   short* slot_of_pair;  // [P] -1 when the id is invalid (the id itself while ranking)
-  short* tok_of_slot;   // [P]
+  short* row_of_slot;   // [P] its activation row: its token's x row (W4A16), its pair's xq row (W4A4)
   short* exp_of_slot;   // [P]
   int* count;           // [E]
   int* off;             // [E]
@@ -390,12 +390,12 @@ __device__ __forceinline__ GemmTask gemm_task_magic(int idx, int ntasks, unsigne
 // Token tiles of an expert with cnt tokens.
 __device__ __forceinline__ int token_tiles(int cnt) { return (cnt + 7) / 8; }
 
-// An FC1 task's activation rows: the element offset of token column r's row in xq (W4A4) or x
-// (-1: the token tile has no such column), and the valid K-values of a row.
-__device__ __forceinline__ int fc1_brow(const DecodeParams& p, bool w4a4, const Routing& R, const GemmTask& gt, int r) {
-  return r < gt.cnt ? (w4a4 ? (gt.off + r) * p.Hk : R.tok_of_slot[gt.off + r] * p.H) : -1;
+// An FC1 task's activation row: the element offset of token column r's row in xq (W4A4: its
+// pair's) or x (its token's), -1 where the token tile has no such column. (Both have H valid
+// K-values a row: the ring zero-fills past them, up to Hk.)
+__device__ __forceinline__ int fc1_brow(const DecodeParams& p, const Routing& R, const GemmTask& gt, int r) {
+  return r < gt.cnt ? R.row_of_slot[gt.off + r] * p.H : -1;
 }
-__device__ __forceinline__ int fc1_kvalid(const DecodeParams& p, bool w4a4) { return w4a4 ? p.Hk : p.H; }
 
 // One combine task: outputs [cc * kCols, (cc + 1) * kCols) of token t, out = bf16(sum over j in
 // order of w[t, j] * z[slot(t, j)]), the z rows of kPairs pairs loaded at once.
@@ -466,8 +466,8 @@ __device__ __forceinline__ Routing carve_routing(unsigned char* rbase, int P, in
   R.base = R.active + E;
   R.scalars = R.base + E;
   R.slot_of_pair = reinterpret_cast<short*>(R.scalars + 4);
-  R.tok_of_slot = R.slot_of_pair + P;
-  R.exp_of_slot = R.tok_of_slot + P;
+  R.row_of_slot = R.slot_of_pair + P;
+  R.exp_of_slot = R.row_of_slot + P;
   R.tile_act = R.exp_of_slot + P;
 
   return R;
@@ -475,7 +475,8 @@ __device__ __forceinline__ Routing carve_routing(unsigned char* rbase, int P, in
 
 // The prologue every CTA runs, redundantly, with all its threads: the routed pairs compacted per
 // expert into slots, in a deterministic order (expert, then pair index), so every CTA agrees.
-__device__ __forceinline__ void build_routing(const DecodeParams& p, Routing R, int P, int E, int lane, int warp) {
+__device__ __forceinline__ void build_routing(const DecodeParams& p, Routing R, int P, int E, int lane, int warp,
+                                              bool w4a4) {
   // ---- prologue: deterministic per-expert compaction of the routed pairs, by (expert, pair) ----
   // Every CTA builds the same tables, in parallel: counts and token masks with shared-memory
   // integer atomics (order-free); one block-wide scan over the experts gives the offsets, the
@@ -555,7 +556,7 @@ __device__ __forceinline__ void build_routing(const DecodeParams& p, Routing R, 
         const int t = i / p.k;
         const int slot = R.off[id] + __popcll(R.tokens[id] & ((1ull << t) - 1));
         R.slot_of_pair[i] = static_cast<short>(slot);
-        R.tok_of_slot[slot] = static_cast<short>(t);
+        R.row_of_slot[slot] = static_cast<short>(w4a4 ? i : t);
         R.exp_of_slot[slot] = static_cast<short>(id);
       }
     }
@@ -569,7 +570,7 @@ __device__ __forceinline__ void build_routing(const DecodeParams& p, Routing R, 
       if (id >= 0) {
         const int slot = R.off[id] + static_cast<int>(R.tokens[id]) + __popc(mask & ((1u << lane) - 1u));
         R.slot_of_pair[i] = static_cast<short>(slot);
-        R.tok_of_slot[slot] = static_cast<short>(i / p.k);
+        R.row_of_slot[slot] = static_cast<short>(w4a4 ? i : i / p.k);
         R.exp_of_slot[slot] = static_cast<short>(id);
       }
       __syncwarp();
@@ -579,61 +580,37 @@ __device__ __forceinline__ void build_routing(const DecodeParams& p, Routing R, 
   }
 }
 
-// Q (W4A4): each slot's x row is quantized with its expert's FC1 input scale into xq, in pieces
-// of `per` 16-blocks (a multiple of 32: a block a lane), q_pieces(...) of them a row, each piece a
-// task of its own. (A warp quantizes 32 blocks, one a lane, in ~1.6 us; one warp a row had taken
-// 6.8 us for qwen3-30b-a3b's 128 blocks and 22 us for deepseek-v3's 448, on the critical path of
-// a small batch: profiling build, one token, H200.) At most `cap` pieces a row, so that a large
-// batch's Q tasks do not crowd out its FC1 tasks.
-struct QPieces {
-  int per, n;  // blocks a piece, pieces a row
-};
-__device__ __forceinline__ QPieces q_pieces(int Hk, int cap) {
-  const int nb = Hk / 16;
-  const int want = max(1, min((nb + 31) / 32, cap));
-  QPieces q;
-  q.per = ((nb + want - 1) / want + 31) / 32 * 32;
-  q.n = (nb + q.per - 1) / q.per;
-  return q;
-}
-// Piece j of slot's row: blocks [j * per, min((j + 1) * per, Hk / 16)).
-template <int kPieces>
-__device__ __forceinline__ void quantize_piece(const DecodeParams& p, const Routing& R, int slot, int j, int per,
-                                               const Staging& st, int lane) {
-  const int e = R.exp_of_slot[slot];
-  const float is = p.a13[e];
-  const __nv_bfloat16* xr = p.x + static_cast<long long>(R.tok_of_slot[slot]) * p.H;
-  __nv_bfloat16* dst = p.xq + static_cast<long long>(slot) * p.Hk;
-  // the piece's 16-blocks, kQBlocks per lane at a time, copied into the warp's staging
-  // (lane-private slices) with all their loads in flight together, then quantized: one
-  // round trip per 32 * kQBlocks blocks instead of one per 32 (blocks past H are zero)
-  constexpr int kQBlocks = kPieces / 2;
-  const int nbx = p.H / 16, b1 = min((j + 1) * per, p.Hk / 16);
-  for (int b0 = j * per; b0 < b1; b0 += 32 * kQBlocks) {
-#pragma unroll
-    for (int u = 0; u < kQBlocks; ++u) {
-      const int b = b0 + u * 32 + lane;
-      if (b < nbx && b < b1) {
-        cp_async16<true>(&st.w[(2 * u + 0) * 32 + lane], xr + b * 16);
-        cp_async16<true>(&st.w[(2 * u + 1) * 32 + lane], xr + b * 16 + 8);
-      }
-    }
-    cp_async_commit();
-    cp_async_wait<0>();
-    FP4MOE_TRACE(if (lane == 0 && blockDim.x == kWideWarps * 32 && blockIdx.x < kTraceCtas)
-                   g_trace_wide[blockIdx.x][threadIdx.x >> 5][18] = trace_now();)
-#pragma unroll 1
-    for (int u = 0; u < kQBlocks; ++u) {
-      const int b = b0 + u * 32 + lane;
-      if (b >= b1) break;
-      uint4 o[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
-      if (b < nbx) {
-        o[0] = st.w[(2 * u + 0) * 32 + lane], o[1] = st.w[(2 * u + 1) * 32 + lane];
-        quantize_bf16_block16(o, is);
-      }
-      reinterpret_cast<uint4*>(dst + b * 16)[0] = o[0];
-      reinterpret_cast<uint4*>(dst + b * 16)[1] = o[1];
-    }
+// Q (W4A4): x quantized into xq with each routed pair's expert's FC1 input scale, a row per pair
+// (its token's x row; a token with two pairs of one expert gets two equal rows), by every CTA at
+// its start, a 16-block a thread: block j of the P x H / 16 goes to CTA j % grid, whose threads
+// take them from its last thread down (the routing and its tables are computed from the first).
+// Only the ids are needed, not the routing tables, so this overlaps the prologue, and a CTA
+// signals its share with one release add once its prologue barrier has passed (q_all, the first
+// word of the counter set); an FC1 task waits for the grid's count. Pairs with an invalid id are
+// skipped (FC1 never reads them). Measured on an H200 (one lease, three runs each, us), against Q
+// as tasks at the front of the task order (pieces of 32 blocks of a slot's row a warp, an FC1 task
+// waiting for its expert's slots), whose warps had pushed FC1 tasks out of the first round where a
+// batch's FC1 tasks nearly fill it: deepseek-v3 at one token 68.1-68.3 -> 62.5-62.8, at two
+// 133.4-135.0 -> 117.4-118.1, gpt-oss-120b at four 71.9-72.3 -> 67.8-68.0, nemotron at eight
+// 77.3-78.4 -> 76.2-76.8; slower where nothing had been pushed out, the prologue now longer by
+// the blocks' round trips: qwen3-30b-a3b at one token 16.4-16.5 -> 16.8-16.9, at four 31.2-31.3
+// -> 32.5, nemotron at four 44.0-44.2 -> 45.2-45.4, deepseek-v3 at four 188.4-189.9 -> 198.3-198.8.
+// (Each warp doing its blocks once it had requested its first FC1 chunks instead, signalled per
+// warp, was slower in 22 of the 28 bench cells; and quantizing x inside FC1's chunk loop, each lane
+// its block of every chunk, with no xq at all, took twice as long from 4 tokens on - the
+// arithmetic of every FC1 warp, not the bytes, then bounds the kernel.)
+__device__ __forceinline__ void quantize_x_share(const DecodeParams& p, int P) {
+  const int nb = p.H / 16, total = P * nb, G = static_cast<int>(gridDim.x);
+  for (int j = static_cast<int>(blockIdx.x) + G * (static_cast<int>(blockDim.x) - 1 - static_cast<int>(threadIdx.x));
+       j < total; j += G * static_cast<int>(blockDim.x)) {
+    const int pair = j / nb, b = j - pair * nb;
+    const uint4* src = reinterpret_cast<const uint4*>(p.x + static_cast<long long>(pair / p.k) * p.H + b * 16);
+    uint4 u[2] = {__ldg(src), __ldg(src + 1)};
+    const int e = __ldg(p.ids + pair);
+    if (e < 0 || e >= p.E) continue;
+    quantize_bf16_block16(u, __ldg(p.a13 + e));
+    uint4* dst = reinterpret_cast<uint4*>(p.xq + static_cast<long long>(pair) * p.H + b * 16);
+    dst[0] = u[0], dst[1] = u[1];
   }
 }
 
@@ -661,7 +638,7 @@ __device__ __forceinline__ void fc1_epilogue(const DecodeParams& p, bool w4a4, c
     }
   if (w4a4) {
     // 16-blocks along i: SwiGLU - the task's 16 i (both tiles); ReLU^2 - each tile. The four
-    // blocks' scales, then the eight values, each as one batch (act_quant_values).
+    // blocks' amax, then their scales and the eight values as one batch (act_quant_values).
     float m[4];  // [token j][tile]
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
@@ -675,15 +652,14 @@ __device__ __forceinline__ void fc1_epilogue(const DecodeParams& p, bool w4a4, c
       }
       m[2 * j] = m0, m[2 * j + 1] = m1;
     }
-    act_block_scales(m, is2);
-    float v[8], sv[8];
+    float v[8];  // value 4j + 2t + hh in block 2j + t
 #pragma unroll
     for (int j = 0; j < 2; ++j)
 #pragma unroll
       for (int t = 0; t < 2; ++t)
 #pragma unroll
-        for (int hh = 0; hh < 2; ++hh) v[4 * j + 2 * t + hh] = hv[t][hh][j], sv[4 * j + 2 * t + hh] = m[2 * j + t];
-    act_quant_values(v, sv, is2);
+        for (int hh = 0; hh < 2; ++hh) v[4 * j + 2 * t + hh] = hv[t][hh][j];
+    act_quant_values<8, 2>(v, m, is2);
 #pragma unroll
     for (int j = 0; j < 2; ++j)
 #pragma unroll
@@ -724,7 +700,7 @@ __device__ __forceinline__ void finish_launch(const DecodeParams& p, unsigned lo
   if (static_cast<unsigned>(__shfl_sync(0xffffffffu, launch, 0)) != gridDim.x - 1) return;
   const int set_words = decode_counter_set(E, p.sm_ids);
   unsigned* const next = counter_set(p, epoch ^ 1u);
-  for (int i = lane; i < 3 * E; i += 32) next[i * kDecodeCounterStride] = 0;  // the completion counters
+  for (int i = lane; i < 1 + 2 * E; i += 32) next[i * kDecodeCounterStride] = 0;  // the completion counters
   for (int i = decode_done_words(E) + lane; i < set_words; i += 32) next[i] = 0;  // the rest
   // arrivals back to zero, launch count + 1 (the other set)
   if (lane == 0) atomicAdd(reinterpret_cast<unsigned long long*>(p.counters), (1ull << 32) - gridDim.x);
@@ -792,10 +768,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   }
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_mark[blockIdx.x][1] = trace_now();)
 
+  if (kW4A4) quantize_x_share(p, P);  // (signalled after the prologue's barrier)
   const Staging st = warp_staging<kDecodeDepth, 2, kDecodeStagingPieces>(smem, warp);
   unsigned char* rbase = smem + kDecodeWarps * kDecodeStagingPieces * 512;
   Routing R = carve_routing(rbase, P, E, kDecodeWarps);
-  build_routing(p, R, P, E, lane, warp);
+  build_routing(p, R, P, E, lane, warp, kW4A4);
   if (threadIdx.x == 0) {
     // A count left over in a per-SM counter (its CTAs' arrivals not a multiple of ctas_per_sm)
     // would show as a tier past the grid's, or as two CTAs of one place: the first is caught here.
@@ -805,14 +782,14 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   }
   __syncthreads();
 
-  const int ntile = R.scalars[2], nvalid = R.scalars[1];
+  const int ntile = R.scalars[2];
   unsigned* const set = counter_set(p, s_epoch);  // this launch's counters
-  unsigned* q_done = set;
-  unsigned* fc1_done = set + E * kDecodeCounterStride;  // the kinds follow each other, E counters apart
-  unsigned* fc2_done = set + 2 * E * kDecodeCounterStride;
-  // Q: nvalid rows of qp.n pieces (at most round / (2 nvalid) pieces a row: half a round of Q tasks)
-  const QPieces qp = q_pieces(p.Hk, static_cast<int>(gridDim.x) * kDecodeWarps / (2 * max(nvalid, 1)));
-  const int nq = kW4A4 ? nvalid * qp.n : 0;
+  unsigned* const q_all = set;  // (decode_done_words)
+  unsigned* fc1_done = set + kDecodeCounterStride;  // the kinds follow each other, E counters apart
+  unsigned* fc2_done = fc1_done + E * kDecodeCounterStride;
+  // W4A4: this CTA's share of Q is stored (the barrier above orders every thread's stores before
+  // thread 0's release)
+  if (kW4A4 && threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(q_all) : "memory");
   const int n1 = ntile * p.n1_tasks, n2 = ntile * p.n2_tasks;
   // Combine tasks: 128 outputs, 8 pairs' z rows at once, up to kCombineNarrowTokens tokens; 256
   // outputs, 4 pairs at once, above. Measured on an H200 (one lease, two runs each), 128 x 8
@@ -836,21 +813,21 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   // tasks past the first round do not fit as splits: such a batch gets the larger grid its
   // routing table allows - see DecodeKernel::setup in decode.cu.)
   int ov = 0, nsplit = 1, cps = p.chunks1;
-  if (nq + n1 > round) {
+  if (n1 > round) {
     for (int s = kMaxFc1Splits; s >= 2; --s) {
       const int c = ((p.chunks1 + s - 1) / s + 7) / 8 * 8;  // chunks per split
-      if ((s - 1) * c < p.chunks1 && nq + n1 + (nq + n1 - round) * (s - 1) + rest <= 2 * round) {
-        ov = nq + n1 - round, nsplit = s, cps = c;
+      if ((s - 1) * c < p.chunks1 && n1 + (n1 - round) * (s - 1) + rest <= 2 * round) {
+        ov = n1 - round, nsplit = s, cps = c;
         break;
       }
     }
   }
-  const int n1s = n1 + ov * (nsplit - 1);  // FC1 task slots: [nq, round) whole tasks, then ov * nsplit splits
-  const int total = nq + n1s + n2 + p.T * ncol;
+  const int n1s = n1 + ov * (nsplit - 1);  // FC1 task slots: [0, round) whole tasks, then ov * nsplit splits
+  const int total = n1s + n2 + p.T * ncol;
   const int r = lane >> 2, q = lane & 3;
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][1] = trace_now();
                if (threadIdx.x == 0 && blockIdx.x == 0) {
-                 g_trace_meta[0] = total, g_trace_meta[1] = nq, g_trace_meta[2] = n1, g_trace_meta[3] = n2;
+                 g_trace_meta[0] = total, g_trace_meta[1] = 0, g_trace_meta[2] = n1, g_trace_meta[3] = n2;
                  g_trace_meta[4] = gridDim.x;
                })
 
@@ -908,7 +885,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     return ((cta / n) * kDecodeWarps + warp) * n + cta % n;
   };
   int first = warp * gridDim.x + blockIdx.x;
-  if (sm_ids_dense && (total <= round || (nq + n1 >= round && total <= 2 * round))) first = first_by_tier(s_start_cta);
+  if (sm_ids_dense && (total <= round || (n1 >= round && total <= 2 * round))) first = first_by_tier(s_start_cta);
   if (dynamic) {
     __shared__ int s_cta;
     unsigned* const sm_arrive = set + decode_done_words(E) + 1;  // [sm_ids], then [kDecodeMaxTiers] per tier
@@ -929,21 +906,16 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
     if (dynamic && lane == 0) claim = atomicAdd(task_claim, 1u);
     unsigned long long t_ready = 0;
     FP4MOE_TRACE(const unsigned long long t_start = trace_now();)
-    if (task < nq) {
-      // ---- Q: a piece of one slot's x row quantized with its expert's FC1 input scale ----
-      const int slot = task / qp.n, e = R.exp_of_slot[slot];
-      quantize_piece<kDecodeStagingPieces>(p, R, slot, task - slot * qp.n, qp.per, st, lane);
-      signal_count(done_ctr(q_done, e), lane);
-    } else if (task < nq + n1s) {
+    if (task < n1s) {
       // ---- FC1 + activation (+ W4A4 re-quantization) -> h ----
       // split: -1 all of K, else which of the unit's nsplit ranges of K
       const int hj = task - round, split = task >= round && ov > 0 ? hj % nsplit : -1, unit = hj / nsplit;
-      const GemmTask gt = gemm_task(split < 0 ? task - nq : round - nq + unit, p.n1_tasks, R);
+      const GemmTask gt = gemm_task(split < 0 ? task : round + unit, p.n1_tasks, R);
       const int w = gt.w, e = gt.e, cnt = gt.cnt, off = gt.off;
       TaskStream stream = task_stream(p.w1, p.expert1_bytes, e, p.n1_tasks, w, p.chunks1);
       const float g1 = p.g1[e];
       const float is2 = kW4A4 ? p.a2[e] : 1.0f;
-      int brow = fc1_brow(p, kW4A4, R, gt, r), kvalid = fc1_kvalid(p, kW4A4), nch = p.chunks1;
+      int brow = fc1_brow(p, R, gt, r), kvalid = p.H, nch = p.chunks1;
       if (split >= 0) {  // chunks [c0, c0 + cps), c0 a scale group's start
         const int c0 = split * cps;
         stream = from_chunk(stream, c0);
@@ -952,7 +924,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       }
       float acc[2][4];
       auto wait_q = [&] {
-        if (kW4A4) wait_count(done_ctr(q_done, e), static_cast<unsigned>(R.count[e] * qp.n), lane);
+        if (kW4A4) wait_count(q_all, gridDim.x, lane);
       };
       if (kW4A4) task_pass(stream, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready);
       else task_pass(stream, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, 0, true);
@@ -993,9 +965,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
         signal_count(done_ctr(fc1_done, e), lane);
         FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][3] = trace_now();)
       }
-    } else if (task < nq + n1s + n2) {
+    } else if (task < n1s + n2) {
       // ---- FC2 -> z (fp32, complete sums) ----
-      const GemmTask gt = gemm_task(task - nq - n1s, p.n2_tasks, R);
+      const GemmTask gt = gemm_task(task - n1s, p.n2_tasks, R);
       const int w = gt.w, e = gt.e, cnt = gt.cnt, off = gt.off;
       const TaskStream stream = task_stream(p.w2, p.expert2_bytes, e, p.n2_tasks, w, p.chunks2);
       const float g2 = p.g2[e];
@@ -1023,12 +995,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
       FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) g_trace_epi[task][3] = trace_now();)
     } else {
       // ---- combine: out[t] = bf16(sum over j in order of w[t, j] * z[slot(t, j)]) ----
-      const int idx = task - nq - n1s - n2, t = idx / ncol, cc = idx % ncol;
+      const int idx = task - n1s - n2, t = idx / ncol, cc = idx % ncol;
       if (narrow) combine_task<kCombineColsNarrow, 8>(p, R, fc2_done, t, cc, lane, t_ready);
       else combine_task<kCombineCols, 4>(p, R, fc2_done, t, cc, lane, t_ready);
     }
     FP4MOE_TRACE(if (lane == 0 && task < kTraceTasks) {
-      const int kind = task < nq ? 0 : task < nq + n1s ? 1 : task < nq + n1s + n2 ? 2 : 3;
+      const int kind = task < n1s ? 1 : task < n1s + n2 ? 2 : 3;
       g_trace_task[task][0] = static_cast<unsigned long long>(kind) | (static_cast<unsigned long long>(blockIdx.x * kDecodeWarps + warp) << 4);
       g_trace_task[task][1] = t_start, g_trace_task[task][2] = t_ready, g_trace_task[task][3] = trace_now();
     })
@@ -1126,8 +1098,8 @@ __device__ __forceinline__ WideExpert wide_expert_at(const WideRoute& w, int f) 
 }
 
 // An FC1 task (token tile tile, row task wt) from the registers: the task (as tile_task gives it
-// from the tables) and, for this lane's token column r, its x row's token (-1: no such column).
-__device__ __forceinline__ GemmTask wide_fc1_task(const WideRoute& w, int tile, int wt, int r, int k, int& tok) {
+// from the tables) and, for this lane's token column r, its pair (-1: no such column).
+__device__ __forceinline__ GemmTask wide_fc1_task(const WideRoute& w, int tile, int wt, int r, int& pair) {
   // the expert: the last first pair (in pair order) whose first tile is at most `tile`
   const unsigned q0 = __ballot_sync(0xffffffffu, w.first[0] && (w.excl[0] >> 16) <= static_cast<unsigned>(tile));
   const unsigned q1 = __ballot_sync(0xffffffffu, w.first[1] && (w.excl[1] >> 16) <= static_cast<unsigned>(tile));
@@ -1139,7 +1111,7 @@ __device__ __forceinline__ GemmTask wide_fc1_task(const WideRoute& w, int tile, 
   t.e = x.e;
   t.cnt = min(8, __popcll(x.m) - first);
   t.off = static_cast<int>(x.excl & 0xFFFFu) + first;
-  tok = r < t.cnt ? nth_set_bit(x.m, first + r) / k : -1;
+  pair = r < t.cnt ? nth_set_bit(x.m, first + r) : -1;
   return t;
 }
 
@@ -1148,7 +1120,7 @@ __device__ __forceinline__ GemmTask wide_fc1_task(const WideRoute& w, int tile, 
 // ascending -; count and off only for the routed experts), and per pair its token tile and column
 // (ptile: tile | column << 8, -1 for an invalid id).
 __device__ __forceinline__ void wide_route_tables(const DecodeParams& p, const WideRoute& w, const Routing& R, int P,
-                                                  int* ptile, int lane) {
+                                                  int* ptile, int lane, bool w4a4) {
   const unsigned b0 = __ballot_sync(0xffffffffu, w.first[0]), b1 = __ballot_sync(0xffffffffu, w.first[1]);
   const unsigned lt = (1u << lane) - 1u;
   // the expert's offset and first tile, from the lane of its first pair (every lane shuffles)
@@ -1170,7 +1142,7 @@ __device__ __forceinline__ void wide_route_tables(const DecodeParams& p, const W
     const int rank = __popcll(w.m[h] & ((1ull << i) - 1ull));
     const int slot = static_cast<int>(ex[h] & 0xFFFFu) + rank;
     R.slot_of_pair[i] = static_cast<short>(slot);
-    R.tok_of_slot[slot] = static_cast<short>(i / p.k);
+    R.row_of_slot[slot] = static_cast<short>(w4a4 ? i : i / p.k);
     R.exp_of_slot[slot] = static_cast<short>(w.v[h]);
     ptile[i] = (static_cast<int>(ex[h] >> 16) + (rank >> 3)) | (rank & 7) << 8;
     if (w.first[h]) {
@@ -1224,37 +1196,30 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   // gpt-oss-120b at one token within 0.1 us. Profiling build, qwen3 at one token: a warp's routing
   // done 1.38 us after the first CTA's start, its first FC1 chunks requested at 2.62 - the block-wide
   // prologue ended at 1.89, the requests at 2.88.)
+  if (kW4A4) quantize_x_share(p, P);  // (signalled after the routing barrier)
   const WideRoute route = wide_route(p, P, lane);
   if (warp == 0) {
-    wide_route_tables(p, route, R, P, s_pz, lane);  // (s_pz: then the pairs' tiles)
+    wide_route_tables(p, route, R, P, s_pz, lane, kW4A4);  // (s_pz: then the pairs' tiles)
     if (blockIdx.x == 0 && lane == 0 && route.nbad) atomicAdd(p.invalid, static_cast<unsigned>(route.nbad));
   }
   if (threadIdx.x == 0) s_epoch = static_cast<unsigned>(launch >> 32) & 1u;
   if (static_cast<int>(threadIdx.x) < P) s_pw[threadIdx.x] = my_w;
   bool routed = false;
+  // the counters of this launch's set (s_epoch: read after the routing barrier)
+  auto q_all = [&] { return counter_set(p, s_epoch); };
+  auto fc1_done = [&] { return counter_set(p, s_epoch) + kDecodeCounterStride; };
   auto routing_barrier = [&] {  // every thread passes it once (a named barrier: at two places)
-    if (!routed) asm volatile("bar.sync 1;" ::: "memory");
+    if (!routed) {
+      asm volatile("bar.sync 1;" ::: "memory");
+      // W4A4: the CTA's share of Q is stored (the barrier orders every thread's stores before
+      // thread 0's release)
+      if (kW4A4 && threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(q_all()) : "memory");
+    }
     routed = true;
   };
-  if (kW4A4) routing_barrier();
-  // the counters of this launch's set (s_epoch: read after the routing barrier)
-  auto q_done = [&] { return counter_set(p, s_epoch); };
-  auto fc1_done = [&] { return counter_set(p, s_epoch) + E * kDecodeCounterStride; };
-  const int nvalid = route.nvalid, ntile = route.ntile;
+  const int ntile = route.ntile;
   unsigned long long t_ready = 0;  // stamped by task_pass in the profiling build
   FP4MOE_TRACE(wstamp(0, trace_now());)
-
-  // ---- Q (W4A4): the slots' pieces over the grid's warps, one per CTA before a second per CTA,
-  // from the CTA's last warp down (the FC1 items fill the warps from the first) ----
-  const QPieces qp = q_pieces(p.Hk, 1 << 20);
-  if (kW4A4)
-    for (int i = (kWideWarps - 1 - warp) * G + static_cast<int>(blockIdx.x); i < nvalid * qp.n; i += G * kWideWarps) {
-      FP4MOE_TRACE(wstamp(17, trace_now());)
-      const int slot = i / qp.n;
-      quantize_piece<kWideStagingPieces>(p, R, slot, i - slot * qp.n, qp.per, st, lane);
-      signal_count(done_ctr(q_done(), R.exp_of_slot[slot]), lane);
-      FP4MOE_TRACE(wstamp(19, trace_now());)
-    }
 
   // ---- FC1: CTA b takes the tasks [n1 * b / G, n1 * (b + 1) / G); with fewer tasks than warps,
   // each task's K is split into s1 ranges over the CTA's warps, summed in range order ----
@@ -1277,27 +1242,29 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
     const int c0 = (it - j * s1) * cps1, nch = min(cps1, p.chunks1 - c0);
     GemmTask gt;
     int brow0;
-    if (!routed) {  // (W4A16: the first item, from the registers)
-      int tok;
+    if (!routed) {  // (the first item, from the registers)
+      int pair;
       const unsigned tile = magic_div(static_cast<unsigned>(t0 + j), p.wide_n1_magic);
-      gt = wide_fc1_task(route, static_cast<int>(tile), t0 + j - static_cast<int>(tile) * p.n1_tasks, r, p.k, tok);
-      brow0 = tok >= 0 ? tok * p.H : -1;
+      gt = wide_fc1_task(route, static_cast<int>(tile), t0 + j - static_cast<int>(tile) * p.n1_tasks, r, pair);
+      brow0 = pair >= 0 ? (kW4A4 ? pair : pair / p.k) * p.H : -1;  // (fc1_brow's row)
     } else {
       gt = gemm_task_magic(t0 + j, p.n1_tasks, p.wide_n1_magic, R);
-      brow0 = fc1_brow(p, kW4A4, R, gt, r);
+      brow0 = fc1_brow(p, R, gt, r);
     }
     const TaskStream ts = from_chunk(task_stream(p.w1, p.expert1_bytes, gt.e, p.n1_tasks, gt.w, p.chunks1), c0);
     const int brow = brow0 >= 0 ? brow0 + c0 * 64 : -1;  // from K-value 64 * c0
-    const int kvalid = fc1_kvalid(p, kW4A4) - c0 * 64;
+    const int kvalid = p.H - c0 * 64;
     // the epilogue's scales, loaded before the pass (after it, their round trip would add to every task's end)
     g1 = p.g1[gt.e], is2 = kW4A4 ? p.a2[gt.e] : 1.0f;
     float acc[2][4];
+    // W4A4: every CTA's share of Q (after this CTA's routing barrier: its thread 0 signals there)
     auto wait_q = [&] {
-      if (kW4A4) wait_count(done_ctr(q_done(), gt.e), static_cast<unsigned>(R.count[gt.e] * qp.n), lane);
+      routing_barrier();
+      wait_count(q_all(), gridDim.x, lane);
     };
     FP4MOE_TRACE(if (first1) wstamp(13, trace_now());)
     if (kW4A4) task_pass<2, kWideDepth>(ts, nch, st, lane, p.xq, brow, kvalid, acc, wait_q, t_ready, c0 & 7);
-    else task_pass<2, kWideDepth>(ts, nch, st, lane, p.x, brow, kvalid, acc, wait_q, t_ready, c0 & 7, true, routing_barrier);
+    else task_pass<2, kWideDepth>(ts, nch, st, lane, p.x, brow, kvalid, acc, NoHook{}, t_ready, c0 & 7, true, routing_barrier);
     FP4MOE_TRACE(if (first1) wstamp(1, t_ready); first1 = false;)
     FP4MOE_TRACE(wstamp(2, trace_now());)
     if (s1 == 1) {
@@ -1542,7 +1509,7 @@ void decode_trace_print() {
     const char* steps[kWideSteps] = {"prologue", "FC1 1st data", "FC1 items", "FC1 partials", "FC1 epilogues",
                                      "FC2 1st ready", "FC2 items", "end", "combine start", "combine done",
                                      "epi stores", "epi signal", "epi summed", "FC1 pre-pass", "FC1 issued",
-                                     "FC2 issued", "FC2 pre-pass", "Q start", "Q x staged", "Q signalled"};
+                                     "FC2 issued", "FC2 pre-pass"};
     std::printf("    wide trace (us from the first CTA's start, over warps that reached the step: p10/p50/p90/max):\n");
     for (int sidx = 0; sidx < kWideSteps; ++sidx) {
       std::vector<double> v;

@@ -3,8 +3,9 @@
 // One cooperative, persistent launch does the whole layer for 1..64 tokens:
 //   prologue (every CTA, redundantly, all threads): compact the routed pairs per expert into
 //            slots, in a deterministic order (expert, then pair index), so every CTA agrees;
-//   Q   (W4A4 only) one warp per piece of a slot's x row (32 16-blocks, one a lane; fewer, longer
-//       pieces where the slots are many): x quantized with the expert's FC1 input scale -> xq;
+//   Q   (W4A4 only, in the prologue) every CTA a share of the routed pairs' 16-blocks of x, a block
+//       a thread, quantized with the pair's expert's FC1 input scale -> xq (a row per pair); the
+//       CTA signals its share after the prologue's barrier, and FC1 waits for the grid's count;
 //   FC1 one warp per (expert, token tile of up to 8 tokens, 16 or 32 intermediate rows):
 //       y = W1 x, activation, bf16 (and in W4A4 the FP4 re-quantization), written to h -
 //       complete sums over all of K (measured on an H200: splitting K at 1..8 tokens, the splits
@@ -13,8 +14,8 @@
 //       over ranges of K, the last adding the others' partial sums in a fixed order;
 //   FC2 one warp per (expert, token tile, 32 output rows): z = W2 h, complete sums, fp32;
 //   combine one warp per (token, 256 outputs; 128 up to 4 tokens): out = bf16(sum_j w_j z_j), j in order.
-// Dependencies between phases are per-expert completion counters (integers, so their order does
-// not matter); warps take tasks in increasing order (a static first round, then an atomic
+// Dependencies between phases are per-expert completion counters (and Q's one count; integers,
+// so their order does not matter); warps take tasks in increasing order (a static first round, then an atomic
 // counter; all static when there are at most two rounds; with one round, with two whose first
 // is all FC1, or with more than two, the first round goes to the CTAs by their order on their SM)
 // and only ever wait on tasks with a smaller index, and the cooperative launch guarantees every
@@ -45,7 +46,7 @@ struct DecodeParams {
   const int32_t* ids;
   const float* wts;
   __nv_bfloat16* out;
-  __nv_bfloat16* xq;  // [P][Hk]  W4A4 quantized x per slot
+  __nv_bfloat16* xq;  // [P][H]  W4A4: x quantized per routed pair (its token's row, its expert's scale)
   __nv_bfloat16* h;   // [P][Ik]
   float* z;           // [P][H]
   // Zeroed once at construction, never between launches:
@@ -55,8 +56,8 @@ struct DecodeParams {
   //   2^32 - grid: arrivals back to zero, one launch more); [2] pairs with an expert id outside
   //   [0, E) (cumulative, read and cleared by the host); [3, 3 + sm_ids) CTA arrivals at launch
   //   per SM id (each wraps to zero at ctas_per_sm); then two sets of decode_counter_set() words
-  //   - q_done[E], fc1_done[E], fc2_done[E] (kDecodeCounterStride words apart: see
-  //   decode_done_words), task claims, CTA arrivals after the prologue per SM id [sm_ids] and per
+  //   - q_all (W4A4: the CTAs that have stored their share of Q), fc1_done[E], fc2_done[E]
+  //   (kDecodeCounterStride words apart: see decode_done_words), task claims, CTA arrivals after the prologue per SM id [sm_ids] and per
   //   tier [kDecodeMaxTiers].
   unsigned* counters;
   unsigned* invalid;   // counters + kDecodeInvalidIdCounter
@@ -92,7 +93,7 @@ inline constexpr int kMaxFc1Splits = 4;   // K splits of an FC1 task past the fi
 inline constexpr int kDecodeMaxTiers = 32;  // CTAs per SM, at most (the hardware's limit)
 
 // Words of one of the two counter sets (see DecodeParams::counters).
-// Words from one expert's completion counter to the next (q_done, fc1_done, fc2_done): each on
+// Words from one expert's completion counter to the next (fc1_done, fc2_done; q_all first): each on
 // its own 128-byte line, so the warps that poll one expert's counter, and the tasks that signal
 // it, do not share a line (an L2 slice) with every other expert's. Measured on an H200 (one lease,
 // two runs each, against adjacent counters), compiled for 4 CTAs per SM (106 registers): faster
@@ -102,9 +103,9 @@ inline constexpr int kDecodeMaxTiers = 32;  // CTAs per SM, at most (the hardwar
 // +-0.5 us in those 9 cells, gpt-oss-120b at 8 tokens 103.8 -> 102.9). Polling 4x less often
 // instead (back-off up to 1 us) was 0.7-2.5 us slower.
 inline constexpr int kDecodeCounterStride = 32;
-// Words of a set's completion counters (q_done, fc1_done, fc2_done: E each), which begin the set;
-// expert e's counter of a kind is at kind * E * kDecodeCounterStride + e * kDecodeCounterStride.
-__host__ __device__ inline int decode_done_words(int E) { return 3 * E * kDecodeCounterStride; }
+// Words of a set's completion counters (q_all, then fc1_done and fc2_done: E each), which begin the
+// set; expert e's counter of kind k (0: fc1_done, 1: fc2_done) is at (1 + k * E + e) * kDecodeCounterStride.
+__host__ __device__ inline int decode_done_words(int E) { return (1 + 2 * E) * kDecodeCounterStride; }
 __host__ __device__ inline int decode_counter_set(int E, int sm_ids) {
   return decode_done_words(E) + 1 + sm_ids + kDecodeMaxTiers;
 }
@@ -129,7 +130,7 @@ const void* fused_decode_kernel_ptr(bool w4a4);  // (one instantiation per mode,
 //       warp scan; token tiles in the order of each expert's first pair), requests its first FC1
 //       chunks, then waits at one CTA barrier for the tables (those above, its tiles in this order)
 //       that warp 0 writes meanwhile;
-//   Q   (W4A4) one warp per piece of 32 16-blocks of a slot's row, as above;
+//   Q   (W4A4) as above, the CTA's blocks before the routing, signalled after that barrier;
 //   FC1 CTA b takes an equal share of the FC1 tasks, [n1 * b / grid, n1 * (b + 1) / grid); when
 //       they are fewer than its warps, each task's K is split into ranges over the warps, their
 //       partial sums added in range order in shared memory, then the same epilogue -> h;

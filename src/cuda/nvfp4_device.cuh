@@ -78,102 +78,119 @@ __device__ __forceinline__ float div_rn_fast(float x, float d) {
 }
 
 // ---- e2m1 ----
-// Round to nearest, ties to the even code, saturating; sign set when x < 0; NaN -> +6. Without
-// branches: the code is the number of rounding boundaries at or past |x| (a tie at 0.25, 1.25,
-// 2.5 or 5 goes down to the even code, one at 0.75, 1.75 or 3.5 up).
-__device__ __forceinline__ uint32_t e2m1_code(float x) {
-  const float a = fabsf(x);
-  const uint32_t c = static_cast<uint32_t>(a > 0.25f) + static_cast<uint32_t>(a >= 0.75f) +
-                     static_cast<uint32_t>(a > 1.25f) + static_cast<uint32_t>(a >= 1.75f) +
-                     static_cast<uint32_t>(a > 2.5f) + static_cast<uint32_t>(a >= 3.5f) +
-                     static_cast<uint32_t>(a > 5.0f);
-  return isnan(x) ? 7u : c | (x < 0.0f ? 8u : 0u);
-}
-// The value of a code: e = bits 2..1, m = bit 0 -> 2^(e-1) * (1 + m/2), or m/2 when e = 0.
-__device__ __forceinline__ float e2m1_value(uint32_t c) {
-  const uint32_t e = (c >> 1) & 3u, m = c & 1u;
-  const float mag = e ? __uint_as_float(((126u + e) << 23) | (m << 22)) : 0.5f * static_cast<float>(m);
-  return (c & 8u) ? -mag : mag;
+// q rounded to e2m1's grid - to nearest, ties to the even code, saturating at +-6 - as a float.
+// The grid's step is 1/2 below 2, 1 below 4 and 2 from 4 on (in magnitude), and a code is even
+// exactly where its value is an even multiple of its step: so rint(q f) / f with f = 2, 1 or 1/2
+// by |q| (powers of two: exact; rint is symmetric), then clamped to [-6, 6], min first so that
+// NaN gives +6 (fminf returns the other operand). About a dozen instructions a value, against 46
+// for a count of seven boundary compares and the code's decoding. A zero's sign is q's (the host's
+// codes give -0 for a negative value that rounds to zero and +0 for -0: the same value, and the
+// same sums in any MMA).
+__device__ __forceinline__ float e2m1_round(float q) {
+  const float y = fabsf(q);
+  const float f = y < 2.0f ? 2.0f : y < 4.0f ? 1.0f : 0.5f;
+  const float g = __int_as_float(0x7F000000 - __float_as_int(f));  // 1 / f (a power of two)
+  return fmaxf(fminf(__fmul_rn(rintf(__fmul_rn(q, f)), g), 6.0f), -6.0f);
 }
 
 // ---- activation quantization (per 16-block, input scale in the dequant direction) ----
-// s = e4m3_rn_sat(amax / (6 * input_scale)), as a float: in place, N blocks at once (one branch
-// to __fdiv_rn for all of them, as act_quant_values).
+// s = e4m3_rn_sat(amax / (6 * input_scale)), as a float, for N blocks at once (one branch to
+// __fdiv_rn for all of them, where an operand is outside div_rn_fast's range).
 template <int N>
-__device__ __forceinline__ void act_block_scales(float (&amax_s)[N], float input_scale) {
+__device__ __forceinline__ void act_block_scales(const float (&amax)[N], float input_scale, float (&s)[N]) {
   const float six = __fmul_rn(6.0f, input_scale);
   float q[N];
   bool ok = true;
 #pragma unroll
-  for (int i = 0; i < N; ++i) ok = ok & div_fast_ok(amax_s[i], six), q[i] = div_rn_fast(amax_s[i], six);
+  for (int i = 0; i < N; ++i) ok = ok & div_fast_ok(amax[i], six), q[i] = div_rn_fast(amax[i], six);
   if (!ok) {
 #pragma unroll
-    for (int i = 0; i < N; ++i) q[i] = __fdiv_rn(amax_s[i], six);
+    for (int i = 0; i < N; ++i) q[i] = __fdiv_rn(amax[i], six);
   }
 #pragma unroll
   for (int i = 0; i < N; ++i) {
     const __nv_fp8_storage_t sb = __nv_cvt_float_to_fp8(q[i], __NV_SATFINITE, __NV_E4M3);
-    amax_s[i] = __half2float(__half(__nv_cvt_fp8_to_halfraw(sb, __NV_E4M3)));
+    s[i] = __half2float(__half(__nv_cvt_fp8_to_halfraw(sb, __NV_E4M3)));
   }
 }
-// The quantized value of a quotient q = x / (s * input_scale): e2m1(q) * s, the 16-bit MMA
-// operand (exact in bf16); 0 where s is 0.
-// (Written as one select of q, so the compiler does not branch around the code's computation:
-// a branch per value keeps the values of a block from overlapping.)
-__device__ __forceinline__ float act_dequant(float q, float s) {
-  return __fmul_rn(e2m1_value(e2m1_code(s == 0.0f ? 0.0f : q)), s);  // (s = 0: code 0, +0 * 0 = +0)
+// One block's constants for its values' quantization: the divisor d = s * input_scale, its
+// reciprocal r as div_rn_fast computes it, and whether div_rn_fast's steps give every value's
+// quantized value: d in [2^-36, 2^40] and amax <= 2^40 - values of at least 2^-40 are then inside
+// div_fast_ok's range (the quotient bitwise IEEE's), and a smaller one's quotient is below 2^-3
+// on either path (code 0) - or s = 0 (every value a zero on either path: e2m1 of any quotient,
+// even NaN, times 0).
+struct ActBlock {
+  float s, d, r;
+  bool fast;
+};
+__device__ __forceinline__ ActBlock act_block(float s, float amax, float input_scale) {
+  ActBlock b;
+  b.s = s, b.d = __fmul_rn(s, input_scale);
+  float r0;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r0) : "f"(b.d));
+  b.r = __fmaf_rn(r0, __fmaf_rn(-b.d, r0, 1.0f), r0);
+  b.fast = (s == 0.0f) | ((b.d >= 0x1p-36f) & (b.d <= 0x1p40f) & (amax <= 0x1p40f));
+  return b;
 }
-// v[i] = act_dequant(v[i] / (s[i] * input_scale), s[i]). All N quotients on the fast path, or -
-// where an operand is outside its range - all through __fdiv_rn (one branch for the N values, not
-// one each).
-template <int N>
-__device__ __forceinline__ void act_quant_values(float (&v)[N], const float (&s)[N], float input_scale) {
-  float q[N], d[N];
-  bool ok = true;  // (false only where some value with a nonzero scale is outside the range)
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-    d[i] = __fmul_rn(s[i], input_scale);
-    ok = ok & ((s[i] == 0.0f) | div_fast_ok(v[i], d[i]));
-    q[i] = div_rn_fast(v[i], d[i]);
+// The quantized value of x in its block: e2m1(x / d) * s, the 16-bit MMA operand (exact in bf16);
+// the quotient by div_rn_fast's steps with the block's reciprocal, or (slow) __fdiv_rn.
+template <bool kSlow = false>
+__device__ __forceinline__ float act_value(float x, const ActBlock& b) {
+  float q;
+  if (kSlow) {
+    q = __fdiv_rn(x, b.d);
+  } else {
+    const float q0 = __fmul_rn(x, b.r);
+    q = __fmaf_rn(b.r, __fmaf_rn(-b.d, q0, x), q0);
   }
-  if (!ok) {
+  return __fmul_rn(e2m1_round(q), b.s);
+}
+// v[i] quantized in place, values kPer at a time in one 16-block (block i / kPer) whose amax is
+// amax[i / kPer]: all values through div_rn_fast's steps, or - where a block is outside their
+// range - all through __fdiv_rn (one branch for the N values, not one each).
+template <int N, int kPer>
+__device__ __forceinline__ void act_quant_values(float (&v)[N], const float (&amax)[N / kPer], float input_scale) {
+  constexpr int B = N / kPer;
+  float s[B];
+  act_block_scales(amax, input_scale, s);
+  ActBlock b[B];
+  bool fast = true;
 #pragma unroll
-    for (int i = 0; i < N; ++i) q[i] = __fdiv_rn(v[i], d[i]);
+  for (int i = 0; i < B; ++i) b[i] = act_block(s[i], amax[i], input_scale), fast = fast & b[i].fast;
+  if (fast) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) v[i] = act_value(v[i], b[i / kPer]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) v[i] = act_value<true>(v[i], b[i / kPer]);
   }
-#pragma unroll
-  for (int i = 0; i < N; ++i) v[i] = act_dequant(q[i], s[i]);
 }
 // One 16-block of bf16 values packed in two 16-byte words, quantized in place. The values are
 // unpacked from the words where they are used and the results packed as they come, so the block
-// costs few registers beyond its words (the prefill kernels quantize in their epilogues); the
-// slow-path division, where an operand is outside the fast path's range, redoes the whole block.
+// costs few registers beyond its words (the prefill kernels quantize in their epilogues, the decode
+// FC1 in its chunk loop); the block goes through __fdiv_rn where it is outside the fast path's range.
 __device__ __forceinline__ void quantize_bf16_block16(uint4 (&u)[2], float input_scale) {
   uint32_t w[8] = {u[0].x, u[0].y, u[0].z, u[0].w, u[1].x, u[1].y, u[1].z, u[1].w};
   auto lo = [&](int k) { return __uint_as_float(w[k] << 16); };
   auto hi = [&](int k) { return __uint_as_float(w[k] & 0xFFFF0000u); };
-  float amax = 0.0f;
+  float amax[1] = {0.0f};
 #pragma unroll
-  for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fmaxf(fabsf(lo(k)), fabsf(hi(k))));
-  float sv[1] = {amax};
-  act_block_scales(sv, input_scale);
-  const float s = sv[0], d = __fmul_rn(s, input_scale);
-  auto pack = [&](float a, float b) {  // (exact: the values have at most 4 significant bits)
-    return bf2_bits(__floats2bfloat162_rn(a, b));
+  for (int k = 0; k < 8; ++k) amax[0] = fmaxf(amax[0], fmaxf(fabsf(lo(k)), fabsf(hi(k))));
+  float s[1];
+  act_block_scales(amax, input_scale, s);
+  const ActBlock b = act_block(s[0], amax[0], input_scale);
+  auto pack = [&](float a, float c) {  // (exact: the values have at most 4 significant bits)
+    return bf2_bits(__floats2bfloat162_rn(a, c));
   };
-  uint32_t o[8];
-  bool ok = true;
+  if (b.fast) {  // (each word's results replace it: no copy of the block stays live)
 #pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    const float a = lo(k), b = hi(k);
-    ok = ok & ((s == 0.0f) | (div_fast_ok(a, d) & div_fast_ok(b, d)));
-    o[k] = pack(act_dequant(div_rn_fast(a, d), s), act_dequant(div_rn_fast(b, d), s));
-  }
-  if (!ok) {
+    for (int k = 0; k < 8; ++k) w[k] = pack(act_value(lo(k), b), act_value(hi(k), b));
+  } else {
 #pragma unroll
-    for (int k = 0; k < 8; ++k) o[k] = pack(act_dequant(__fdiv_rn(lo(k), d), s), act_dequant(__fdiv_rn(hi(k), d), s));
+    for (int k = 0; k < 8; ++k) w[k] = pack(act_value<true>(lo(k), b), act_value<true>(hi(k), b));
   }
-  u[0] = make_uint4(o[0], o[1], o[2], o[3]);
-  u[1] = make_uint4(o[4], o[5], o[6], o[7]);
+  u[0] = make_uint4(w[0], w[1], w[2], w[3]);
+  u[1] = make_uint4(w[4], w[5], w[6], w[7]);
 }
 
 }  // namespace fp4moe::cuda

@@ -577,7 +577,7 @@ TEST(QuantizeDevice, FastDivisionIsIeeeInItsRange) {
     uint32_t eb, gb;
     std::memcpy(&eb, &e, 4), std::memcpy(&gb, &q[i], 4);
     // (a zero quotient's sign is not part of the contract: -0 / d gives +0 on the fast path, and
-    // e2m1_code maps both zeros to code 0)
+    // a zero quantizes to a zero either way)
     if (eb != gb && !(e == 0.0f && q[i] == 0.0f) && wrong++ < 5)
       ADD_FAILURE() << "div_rn_fast(" << x[i] << ", " << d[i] << ") = " << q[i] << ", IEEE " << e;
   }
@@ -589,10 +589,14 @@ TEST(QuantizeDevice, FastDivisionIsIeeeInItsRange) {
   EXPECT_EQ(ok_wrong, 0);
 }
 
-// Whole 16-blocks quantized on the device (cuda::quantize_bf16_block16: the decode kernels' Q and
-// the prefill kernels' x and h) against the host's quantize_activation_row, bitwise: random rows
-// over many magnitudes and input scales, blocks whose quotients tie on e2m1's rounding boundaries,
-// zero, tiny and huge blocks (scales or values past the fast division's range), NaN and infinity.
+// Whole 16-blocks quantized on the device - cuda::quantize_bf16_block16 (the prefill kernels' x
+// and h, the decode FC1's x) and cuda::act_quant_values (the decode FC1 epilogue's h) - against the
+// host's quantize_activation_row: the same values, bitwise but for a zero's sign (the device
+// gives a zero the quotient's sign, the host's codes -0 for a negative value that rounds to zero
+// and +0 for -0: equal values, equal sums in any MMA). Random rows over many magnitudes and input
+// scales, blocks whose quotients tie on e2m1's rounding boundaries, zero, tiny and huge blocks
+// (scales or values past the fast division's range), values below 2^-40 among normal ones, NaN
+// and infinity.
 TEST(QuantizeDevice, BlocksMatchHost) {
   FP4MOE_SKIP_WITHOUT_GPU();
   const uint64_t seed = fresh_seed();
@@ -623,12 +627,14 @@ TEST(QuantizeDevice, BlocksMatchHost) {
         blk[i] = v;
       }
     } else if (kind == 6) {  // past the fast division's range: tiny or huge scales, tiny values, zeros
-      const int sub = static_cast<int>(rng() % 4);
-      is[b] = sub == 0 ? 1e-30f : sub == 1 ? 1e30f : 0.01f;
+      const int sub = static_cast<int>(rng() % 5);
+      is[b] = sub == 0 ? 1e-30f : sub == 1 ? 1e30f : sub == 4 ? static_cast<float>(std::exp2(uni(-30, 0))) : 0.01f;
       for (int i = 0; i < 16; ++i)
         blk[i] = sub == 2 ? static_cast<uint16_t>((rng() & 0x8000) | (rng() % 0x0100))  // bf16 subnormals and zeros
                  : sub == 3 ? static_cast<uint16_t>(rng() & 0x8000)                     // +-0: a zero block
-                            : float_to_bf16(normal(rng));
+                 : sub == 4 && (rng() & 1)  // values below 2^-40 (subnormals too) among normal ones
+                     ? float_to_bf16(((rng() & 1) ? -1.0f : 1.0f) * static_cast<float>(std::exp2(uni(-133, -40))))
+                     : float_to_bf16(normal(rng));
     } else {  // NaN and infinities among normal values
       is[b] = 0.01f;
       for (int i = 0; i < 16; ++i) blk[i] = float_to_bf16(normal(rng));
@@ -636,29 +642,35 @@ TEST(QuantizeDevice, BlocksMatchHost) {
       blk[rng() % 16] = specials[rng() % 4];
     }
   }
-  DeviceBuffer<uint16_t> dx(x), dout(x.size());
+  DeviceBuffer<uint16_t> dx(x), dout(x.size()), dout2(x.size());
   DeviceBuffer<float> dis(is);
-  dout.poison();
+  dout.poison(), dout2.poison();
   FP4MOE_TEST_CUDA(launch_quantize_blocks(dx.get(), dis.get(), blocks, dout.get()));
+  FP4MOE_TEST_CUDA(launch_quantize_values(dx.get(), dis.get(), blocks, dout2.get()));
   FP4MOE_TEST_CUDA(cudaDeviceSynchronize());
-  const auto out = dout.download();
-  int64_t wrong = 0;
+  const std::vector<uint16_t> outs[2] = {dout.download(), dout2.download()};
+  const char* names[2] = {"quantize_bf16_block16", "act_quant_values"};
+  int64_t wrong[2] = {0, 0};
   float xf[16], deq[16];
   for (int64_t b = 0; b < blocks; ++b) {
     for (int i = 0; i < 16; ++i) xf[i] = bf16_to_float(x[static_cast<size_t>(b * 16 + i)]);
     quantize_activation_row(xf, 16, is[b], nullptr, nullptr, deq);
-    for (int i = 0; i < 16; ++i) {
-      const uint16_t e = float_to_bf16(deq[i]), g = out[static_cast<size_t>(b * 16 + i)];
-      const bool both_nan = std::isnan(deq[i]) && std::isnan(bf16_to_float(g));
-      if (e != g && !both_nan && wrong++ < 5)
-        ADD_FAILURE() << "block " << b << " (input scale " << is[b] << ") value " << i << " = " << xf[i] << ": device "
-                      << bf16_to_float(g) << " (0x" << std::hex << g << "), host " << deq[i] << " (0x" << e << std::dec
-                      << ")";
-    }
+    for (int f = 0; f < 2; ++f)
+      for (int i = 0; i < 16; ++i) {
+        const uint16_t e = float_to_bf16(deq[i]), g = outs[f][static_cast<size_t>(b * 16 + i)];
+        const bool both_nan = std::isnan(deq[i]) && std::isnan(bf16_to_float(g));
+        const bool both_zero = (e & 0x7FFF) == 0 && (g & 0x7FFF) == 0;
+        if (e != g && !both_nan && !both_zero && wrong[f]++ < 5)
+          ADD_FAILURE() << names[f] << ": block " << b << " (input scale " << is[b] << ") value " << i << " = " << xf[i]
+                        << ": device " << bf16_to_float(g) << " (0x" << std::hex << g << "), host " << deq[i] << " (0x"
+                        << e << std::dec << ")";
+      }
   }
-  std::printf("  seed %llu: %lld blocks, %lld values differ from the host\n", static_cast<unsigned long long>(seed),
-              static_cast<long long>(blocks), static_cast<long long>(wrong));
-  EXPECT_EQ(wrong, 0);
+  std::printf("  seed %llu: %lld blocks, %lld / %lld values differ from the host (quantize_bf16_block16 / act_quant_values)\n",
+              static_cast<unsigned long long>(seed), static_cast<long long>(blocks), static_cast<long long>(wrong[0]),
+              static_cast<long long>(wrong[1]));
+  EXPECT_EQ(wrong[0], 0);
+  EXPECT_EQ(wrong[1], 0);
 }
 
 // Every preset of the models table at M in {1, 3, 16, 64}, both modes.
