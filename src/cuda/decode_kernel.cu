@@ -20,7 +20,7 @@ namespace fp4moe::cuda {
 constexpr int kTraceTasks = 1 << 16, kTraceCtas = 4096;
 __device__ unsigned long long g_trace_task[kTraceTasks][4];  // kind | warp << 4, start, ready, end
 __device__ unsigned long long g_trace_cta[kTraceCtas][4];    // start, after the prologue, end, SM
-__device__ int g_trace_meta[5];                              // total, nq, n1, n2, grid
+__device__ int g_trace_meta[5];                              // total, (unused), n1, n2, grid
 // Per warp (its last task's chunks): when chunk c's data was there, and when its MMAs had finished
 // (the stamp waits for the accumulators, so it includes draining the MMAs).
 constexpr int kTraceWarpsC = 4096, kTraceChunks = 64;
@@ -140,6 +140,10 @@ __device__ __forceinline__ void signal_count(unsigned* ctr, int lane) {
   __syncwarp();
   if (lane == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(ctr) : "memory");
 }
+
+// A routed pair's activation row (Routing::row_of_slot): its token's x row in W4A16, its own xq
+// row in W4A4 (xq is quantized per pair: quantize_x_share).
+__device__ __forceinline__ int act_row(int pair, int k, bool w4a4) { return w4a4 ? pair : pair / k; }
 
 struct Routing {
   short* slot_of_pair;  // [P] -1 when the id is invalid (the id itself while ranking)
@@ -556,7 +560,7 @@ __device__ __forceinline__ void build_routing(const DecodeParams& p, Routing R, 
         const int t = i / p.k;
         const int slot = R.off[id] + __popcll(R.tokens[id] & ((1ull << t) - 1));
         R.slot_of_pair[i] = static_cast<short>(slot);
-        R.row_of_slot[slot] = static_cast<short>(w4a4 ? i : t);
+        R.row_of_slot[slot] = static_cast<short>(act_row(i, p.k, w4a4));
         R.exp_of_slot[slot] = static_cast<short>(id);
       }
     }
@@ -570,7 +574,7 @@ __device__ __forceinline__ void build_routing(const DecodeParams& p, Routing R, 
       if (id >= 0) {
         const int slot = R.off[id] + static_cast<int>(R.tokens[id]) + __popc(mask & ((1u << lane) - 1u));
         R.slot_of_pair[i] = static_cast<short>(slot);
-        R.row_of_slot[slot] = static_cast<short>(w4a4 ? i : i / p.k);
+        R.row_of_slot[slot] = static_cast<short>(act_row(i, p.k, w4a4));
         R.exp_of_slot[slot] = static_cast<short>(id);
       }
       __syncwarp();
@@ -801,7 +805,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   const int ncol = (p.H + ccols - 1) / ccols;
   const int round = gridDim.x * kDecodeWarps;
   const int rest = n2 + p.T * ncol;  // FC2 and combine tasks
-  // A two-round batch whose Q and FC1 tasks overflow the first round: the FC1 tasks past it start
+  // A two-round batch whose FC1 tasks overflow the first round: the FC1 tasks past it start
   // only when a first-round task ends, and their experts' FC2 tasks wait for them. Each of them
   // runs as nsplit tasks over consecutive ranges of K (at scale-group starts; as many, up to
   // kMaxFc1Splits, as still fit in the second round), side by side there: the splits before the
@@ -827,7 +831,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   const int r = lane >> 2, q = lane & 3;
   FP4MOE_TRACE(if (threadIdx.x == 0 && blockIdx.x < kTraceCtas) g_trace_cta[blockIdx.x][1] = trace_now();
                if (threadIdx.x == 0 && blockIdx.x == 0) {
-                 g_trace_meta[0] = total, g_trace_meta[1] = 0, g_trace_meta[2] = n1, g_trace_meta[3] = n2;
+                 g_trace_meta[0] = total, g_trace_meta[2] = n1, g_trace_meta[3] = n2;
                  g_trace_meta[4] = gridDim.x;
                })
 
@@ -853,7 +857,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kDecodeMinBlocks) fused_dec
   //   H200, one lease, two runs each, against block order: qwen3-30b-a3b at 1 and 2 tokens 7-8%
   //   faster (25.0 -> 23.3 us, 31.0 -> 28.4), nemotron at 1 and 2 tokens 5-8%, gpt-oss-120b at 1
   //   token 3.5% faster and at 2 tokens 1.5% slower. Without dense SM ids: block order.
-  // - Two rounds whose first is all Q and FC1 tasks (every FC2 task in the second): the same order.
+  // - Two rounds whose first is all FC1 tasks (every FC2 task in the second): the same order.
   //   An SM's CTAs stream at different speeds (profiling build, gpt-oss-120b at 4 tokens, block
   //   order: FC1 tasks took 30.8 us on CTAs 0..263, 38.2 on CTAs 528..659), and an expert's FC2
   //   waits for its slowest FC1 task. In block order every expert has tasks on the slow CTAs; in
@@ -1142,7 +1146,7 @@ __device__ __forceinline__ void wide_route_tables(const DecodeParams& p, const W
     const int rank = __popcll(w.m[h] & ((1ull << i) - 1ull));
     const int slot = static_cast<int>(ex[h] & 0xFFFFu) + rank;
     R.slot_of_pair[i] = static_cast<short>(slot);
-    R.row_of_slot[slot] = static_cast<short>(w4a4 ? i : i / p.k);
+    R.row_of_slot[slot] = static_cast<short>(act_row(i, p.k, w4a4));
     R.exp_of_slot[slot] = static_cast<short>(w.v[h]);
     ptile[i] = (static_cast<int>(ex[h] >> 16) + (rank >> 3)) | (rank & 7) << 8;
     if (w.first[h]) {
@@ -1176,7 +1180,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
   __shared__ int s_pz[kWideMaxPairs];
   float my_w = 0.0f;
   if (static_cast<int>(threadIdx.x) < P) my_w = p.wts[threadIdx.x];
-  const Staging st = warp_staging<kWideDepth, 2, kWideStagingPieces>(smem, warp);       // Q and FC1
+  const Staging st = warp_staging<kWideDepth, 2, kWideStagingPieces>(smem, warp);       // FC1
   const Staging st2 = warp_staging<kWideFc2Depth, 1, kWideStagingPieces>(smem, warp);  // FC2
   const Staging st2n = warp_staging<kWideFc2NarrowDepth, 1, kWideStagingPieces, 8>(smem, warp);  // FC2, T <= 2
   // partial results [item][32 lanes] (FC1's, then FC2's), then the routing
@@ -1246,7 +1250,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       int pair;
       const unsigned tile = magic_div(static_cast<unsigned>(t0 + j), p.wide_n1_magic);
       gt = wide_fc1_task(route, static_cast<int>(tile), t0 + j - static_cast<int>(tile) * p.n1_tasks, r, pair);
-      brow0 = pair >= 0 ? (kW4A4 ? pair : pair / p.k) * p.H : -1;  // (fc1_brow's row)
+      brow0 = pair >= 0 ? (kW4A4 ? pair : pair / p.k) * p.H : -1;  // (act_row)
     } else {
       gt = gemm_task_magic(t0 + j, p.n1_tasks, p.wide_n1_magic, R);
       brow0 = fc1_brow(p, R, gt, r);
@@ -1530,9 +1534,9 @@ void decode_trace_print() {
   }
   double last_start = 0;
   for (int b = 0; b < grid; ++b) last_start = std::max(last_start, (cta[b][0] - t0) * 1e-3);
-  std::printf("    trace (us from the first CTA start): grid %d, tasks %d (Q %d, FC1 %d, FC2 %d); last CTA start %.2f; "
+  std::printf("    trace (us from the first CTA start): grid %d, tasks %d (FC1 %d, FC2 %d); last CTA start %.2f; "
               "prologue end p50 %.2f max %.2f; CTA exit p50 %.2f max %.2f\n",
-              meta[4], meta[0], meta[1], meta[2], meta[3], last_start, pct(pro, 0.5), pct(pro, 1), pct(ex, 0.5), pct(ex, 1));
+              meta[4], meta[0], meta[2], meta[3], last_start, pct(pro, 0.5), pct(pro, 1), pct(ex, 0.5), pct(ex, 1));
   const int ntask = std::min(meta[0], kTraceTasks);  // tasks with a record
   if (const char* path = std::getenv("FP4MOE_DECODE_TRACE_CSV")) {  // every task, for offline analysis
     if (std::FILE* f = std::fopen(path, "a")) {

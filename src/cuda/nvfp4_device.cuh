@@ -69,13 +69,18 @@ __device__ __forceinline__ bool div_fast_ok(float x, float d) {
   const float a = fabsf(x);  // (& and |, not && and ||: no branches)
   return (d >= 0x1p-40f) & (d <= 0x1p40f) & (a <= 0x1p40f) & ((a >= 0x1p-40f) | (a == 0.0f));
 }
-__device__ __forceinline__ float div_rn_fast(float x, float d) {
+// (In two steps, so that a block's values share the divisor's reciprocal: rcp_rn_fast(d) once,
+// then div_rn_fast(x, d, r) a value.)
+__device__ __forceinline__ float rcp_rn_fast(float d) {
   float r0;
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r0) : "f"(d));
-  const float r = __fmaf_rn(r0, __fmaf_rn(-d, r0, 1.0f), r0);
+  return __fmaf_rn(r0, __fmaf_rn(-d, r0, 1.0f), r0);
+}
+__device__ __forceinline__ float div_rn_fast(float x, float d, float r) {
   const float q0 = __fmul_rn(x, r);
   return __fmaf_rn(r, __fmaf_rn(-d, q0, x), q0);
 }
+__device__ __forceinline__ float div_rn_fast(float x, float d) { return div_rn_fast(x, d, rcp_rn_fast(d)); }
 
 // ---- e2m1 ----
 // q rounded to e2m1's grid - to nearest, ties to the even code, saturating at +-6 - as a float.
@@ -126,9 +131,7 @@ struct ActBlock {
 __device__ __forceinline__ ActBlock act_block(float s, float amax, float input_scale) {
   ActBlock b;
   b.s = s, b.d = __fmul_rn(s, input_scale);
-  float r0;
-  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r0) : "f"(b.d));
-  b.r = __fmaf_rn(r0, __fmaf_rn(-b.d, r0, 1.0f), r0);
+  b.r = rcp_rn_fast(b.d);
   b.fast = (s == 0.0f) | ((b.d >= 0x1p-36f) & (b.d <= 0x1p40f) & (amax <= 0x1p40f));
   return b;
 }
@@ -136,14 +139,7 @@ __device__ __forceinline__ ActBlock act_block(float s, float amax, float input_s
 // the quotient by div_rn_fast's steps with the block's reciprocal, or (slow) __fdiv_rn.
 template <bool kSlow = false>
 __device__ __forceinline__ float act_value(float x, const ActBlock& b) {
-  float q;
-  if (kSlow) {
-    q = __fdiv_rn(x, b.d);
-  } else {
-    const float q0 = __fmul_rn(x, b.r);
-    q = __fmaf_rn(b.r, __fmaf_rn(-b.d, q0, x), q0);
-  }
-  return __fmul_rn(e2m1_round(q), b.s);
+  return __fmul_rn(e2m1_round(kSlow ? __fdiv_rn(x, b.d) : div_rn_fast(x, b.d, b.r)), b.s);
 }
 // v[i] quantized in place, values kPer at a time in one 16-block (block i / kPer) whose amax is
 // amax[i / kPer]: all values through div_rn_fast's steps, or - where a block is outside their
