@@ -159,8 +159,6 @@ class DecodeKernel final : public MoeKernel {
     p.k = static_cast<int>(spec_.topk);
     p.E = static_cast<int>(E);
     p.H = static_cast<int>(dims_.H);
-    p.Hk = static_cast<int>(dims_.Hk);
-    p.I = static_cast<int>(dims_.I);
     p.Ik = static_cast<int>(dims_.Ik);
     p.n1_tasks = static_cast<int>(dims_.n1_tasks);
     p.n2_tasks = static_cast<int>(dims_.n2_tasks);

@@ -396,7 +396,7 @@ __device__ __forceinline__ int token_tiles(int cnt) { return (cnt + 7) / 8; }
 
 // An FC1 task's activation row: the element offset of token column r's row in xq (W4A4: its
 // pair's) or x (its token's), -1 where the token tile has no such column. (Both have H valid
-// K-values a row: the ring zero-fills past them, up to Hk.)
+// K-values a row: the ring zero-fills past them, up to the 64-multiple of the prepared chunks.)
 __device__ __forceinline__ int fc1_brow(const DecodeParams& p, const Routing& R, const GemmTask& gt, int r) {
   return r < gt.cnt ? R.row_of_slot[gt.off + r] * p.H : -1;
 }
@@ -1523,6 +1523,21 @@ void decode_trace_print() {
       if (v.empty()) continue;
       std::printf("      %-14s n %5zu  %6.2f %6.2f %6.2f %6.2f\n", steps[sidx], v.size(), pct(v, 0.1), pct(v, 0.5),
                   pct(v, 0.9), pct(v, 1.0));
+    }
+    if (const char* path = std::getenv("FP4MOE_DECODE_TRACE_CSV")) {  // every warp's steps, per launch
+      if (std::FILE* f = std::fopen(path, "a")) {
+        std::fprintf(f, "# launch\ncta,warp");
+        for (int sidx = 0; sidx < kWideSteps; ++sidx) std::fprintf(f, ",s%d", sidx);
+        std::fprintf(f, "\n");
+        for (int b = 0; b < grid; ++b)
+          for (int w = 0; w < kWideWarps; ++w) {
+            std::fprintf(f, "%d,%d", b, w);
+            for (int sidx = 0; sidx < kWideSteps; ++sidx)
+              std::fprintf(f, ",%.3f", wt[b][w][sidx] >= t0 ? (wt[b][w][sidx] - t0) * 1e-3 : -1.0);
+            std::fprintf(f, "\n");
+          }
+        std::fclose(f);
+      }
     }
     return;
   }

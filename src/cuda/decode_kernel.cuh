@@ -61,7 +61,7 @@ struct DecodeParams {
   //   tier [kDecodeMaxTiers].
   unsigned* counters;
   unsigned* invalid;   // counters + kDecodeInvalidIdCounter
-  int T, k, E, H, Hk, I, Ik;
+  int T, k, E, H, Ik;
   int n1_tasks, n2_tasks, chunks1, chunks2;
   float* part;          // [units][kMaxFc1Splits - 1][32 lanes][8] FC1 partial sums of split tasks
   unsigned* split_ctr;  // [units] arrivals of a split task's splits but the last (reset by the last)
