@@ -94,7 +94,7 @@ TEST(DecodeLaunchShapes, LargerGridOnlyWhereFc1OverflowsAndTwoRoundsFit) {
   ASSERT_EQ(d.n1_tasks, 180);
   ASSERT_EQ(d.n2_tasks, 90);
   const size_t smem64 = decode_smem_bytes(64 * 4, 128);
-  const auto shapes = decode_launch_shapes(d, false, 64, 132, [&](size_t smem) { return smem < smem64 ? 5 : 4; });
+  const auto shapes = decode_launch_shapes(d, 64, 132, [&](size_t smem) { return smem < smem64 ? 5 : 4; });
   ASSERT_EQ(shapes.size(), 64u);
   // 4 CTAs per SM: 2112 warps. FC1 tasks at their most: 180 per pair. T = 3: 2160 overflow the
   // first round, and all 3309 tasks fit two rounds of 5 CTAs (2640 warps); T = 4: 2880 + 1440 +
@@ -108,15 +108,16 @@ TEST(DecodeLaunchShapes, LargerGridOnlyWhereFc1OverflowsAndTwoRoundsFit) {
   }
 }
 
-TEST(DecodeLaunchShapes, W4A4CountsTheQuantizationTasksInTheFirstRound) {
-  const DecodeDims d = decode_dims(find_preset("deepseek-v3").spec());  // n1_tasks 128, top-8
+// The first round counts FC1 tasks only (W4A4's quantization of x is done in every CTA's prologue,
+// not as tasks), and exactly: a batch whose FC1 tasks fill the round fits it.
+TEST(DecodeLaunchShapes, FirstRoundCountsTheFc1Tasks) {
+  const DecodeDims d = decode_dims(find_preset("deepseek-v3").spec(Mode::W4A4));  // n1_tasks 128, top-8
   ASSERT_EQ(d.n1_tasks, 128);
   auto four = [](size_t) { return 4; };
-  // 128 SMs x 4 CTAs x 4 warps = 2048 warps; T = 2: 16 pairs, 2048 FC1 tasks (+ 16 Q tasks in W4A4)
-  const auto a16 = decode_launch_shapes(d, false, 64, 128, four);
-  const auto a4 = decode_launch_shapes(d, true, 64, 128, four);
-  EXPECT_TRUE(a16[1].fc1_first_round);
-  EXPECT_FALSE(a4[1].fc1_first_round);
-  EXPECT_TRUE(a4[0].fc1_first_round);
-  EXPECT_EQ(a4[1].ctas_per_sm, 4);
+  // 128 SMs x 4 CTAs x 4 warps = 2048 warps; T = 2: 16 pairs, 2048 FC1 tasks; T = 3: 3072
+  const auto shapes = decode_launch_shapes(d, 64, 128, four);
+  EXPECT_TRUE(shapes[0].fc1_first_round);
+  EXPECT_TRUE(shapes[1].fc1_first_round);
+  EXPECT_FALSE(shapes[2].fc1_first_round);
+  EXPECT_EQ(shapes[1].ctas_per_sm, 4);
 }

@@ -86,7 +86,7 @@ inline size_t decode_smem_bytes(int P, int E) {
 // for batches of at most kWideMaxPairs routed pairs.
 inline constexpr int kWideWarps = 16;
 inline constexpr int kWideMaxPairs = 64;
-// Chunks in flight per warp of the wide kernel's Q and FC1: 2, so that its shared memory (about 150 KB: a
+// Chunks in flight per warp of the wide kernel's FC1: 2, so that its shared memory (about 150 KB: a
 // 164 KB carve-out) leaves the SM's L1 about 90 KB, which the weights' cp.async.ca copies pass
 // through. With 4 (about 215 KB, L1 about 28 KB) a warp's first copies stall at issue until earlier
 // ones have landed. Measured on an H200 (profiling build, one token of qwen3-30b-a3b, in-graph):

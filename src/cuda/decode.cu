@@ -215,7 +215,7 @@ class DecodeKernel final : public MoeKernel {
       FP4MOE_CHECK_ARG(n <= kDecodeMaxTiers, "device", detail::concat("at most ", kDecodeMaxTiers, " CTAs per SM"), n);
       return n;
     };
-    shape_ = decode_launch_shapes(dims_, spec_.mode == Mode::W4A4, P / k, prop.multiProcessorCount, per_sm);
+    shape_ = decode_launch_shapes(dims_, P / k, prop.multiProcessorCount, per_sm);
     fn_ = fn;
     max_grid_ = 0;
     for (const DecodeLaunchShape& ls : shape_) max_grid_ = std::max<int>(max_grid_, ls.ctas_per_sm * prop.multiProcessorCount);

@@ -91,7 +91,7 @@ __device__ __forceinline__ unsigned sm_id() {
   return sm;
 }
 
-// Expert e's completion counter among those of one kind (q_done, fc1_done or fc2_done).
+// Expert e's completion counter among those of one kind (fc1_done or fc2_done).
 __device__ __forceinline__ unsigned* done_ctr(unsigned* kind, int e) { return kind + e * kDecodeCounterStride; }
 __device__ __forceinline__ const unsigned* done_ctr(const unsigned* kind, int e) { return kind + e * kDecodeCounterStride; }
 __device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {

@@ -69,7 +69,7 @@ struct DecodeParams {
   int swiglu;  // (the numerics mode is the kernel's instantiation: *_decode_kernel_ptr)
   // FC1 chunks of every routed pair's expert (all its row tasks, and their first scale group) that
   // the grid requests into L2 at its start, while it builds the routing tables: 0 = none. Set
-  // (to the ring's depth, at most chunks1) when every Q and FC1 task fits the first round: those
+  // (to the ring's depth, at most chunks1) when every FC1 task fits the first round: those
   // chunks are then what the first round's rings load first.
   int pf_chunks;
   // The wide kernel's work assignment without integer division (set by setup_wide in decode.cu): x / d

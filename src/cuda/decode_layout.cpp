@@ -134,17 +134,18 @@ DecodePrepared prepare_decode_weights(const MoeSpec& spec, const uint8_t* w13, c
 
 // The grid is every CTA that fits (the kernel's order relies on each SM holding exactly
 // ctas_per_sm of them), with the shared memory of max_tokens' routing table - except for a batch
-// whose (Q and) FC1 tasks overflow that grid's first round while the whole batch fits two rounds
+// whose FC1 tasks overflow that grid's first round while the whole batch fits two rounds
 // of the grid that its own, smaller routing table allows: that batch takes the larger grid, where
 // the FC1 tasks past the first round run as K splits side by side (see the kernel). Tasks are
-// counted at their most: every pair its own expert.
+// counted at their most: every pair its own expert. (W4A4's quantization of x is no task: every CTA
+// does a share of it in its prologue, so both modes get the same shapes.)
 // Measured on an H200 (one lease, two runs each): gpt-oss-120b at 4 tokens 74.7 -> 70.0 us with
 // 5 CTAs per SM instead of 4; giving 5 CTAs to every batch that fits them was slower elsewhere,
 // e.g. qwen3-30b-a3b at 16 tokens 74.8 -> 82.3, nemotron at 8 79.8 -> 82.5 (a likely reason,
 // not established: the CTAs' shared memory leaves the SM less L1 - capping those at 4 CTAs by
 // giving each more shared memory was slower still than the 4 CTAs of max_tokens' table, 58.7
 // against 56.2 us at qwen3's 8).
-std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, bool w4a4, int64_t max_tokens, int64_t sms,
+std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, int64_t max_tokens, int64_t sms,
                                                     const std::function<int(size_t)>& ctas_per_sm) {
   const int E = static_cast<int>(d.E);
   const int64_t k = d.k, n1t = d.n1_tasks, n2t = d.n2_tasks;
@@ -153,7 +154,7 @@ std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, bool w4
   std::vector<DecodeLaunchShape> shapes(static_cast<size_t>(max_tokens), base);
   for (int64_t t = 1; t <= max_tokens; ++t) {
     const int64_t pairs = t * k, tiles = std::min<int64_t>(pairs, d.E + pairs / 8);  // token tiles, at most
-    const int64_t front = (w4a4 ? pairs : 0) + tiles * n1t;                         // Q and FC1 tasks
+    const int64_t front = tiles * n1t;                                              // FC1 tasks
     const int64_t ccols = t <= kCombineNarrowTokens ? kCombineColsNarrow : kCombineCols;
     const int64_t total = front + tiles * n2t + t * ((d.H + ccols - 1) / ccols);
     DecodeLaunchShape& ls = shapes[static_cast<size_t>(t - 1)];

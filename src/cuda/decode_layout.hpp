@@ -75,7 +75,7 @@ DecodePrepared prepare_decode_weights(const MoeSpec& spec, const uint8_t* w13, c
                                       const uint8_t* w2, const uint8_t* w2_scale);
 
 // One token count's launch of the fused kernel: each CTA's dynamic shared memory, the CTAs per
-// SM that allows, and whether every (Q and) FC1 task, counted at its most, fits the grid's first
+// SM that allows, and whether every FC1 task, counted at its most, fits the grid's first
 // round (which enables the start-of-launch L2 prefetch, DecodeParams::pf_chunks).
 struct DecodeLaunchShape {
   size_t smem = 0;
@@ -86,7 +86,7 @@ struct DecodeLaunchShape {
 // ctas_per_sm(smem) is how many CTAs of the kernel an SM holds with that much dynamic shared
 // memory (on a GPU, the occupancy query). The rule, and what it was measured against, is in
 // decode_layout.cpp.
-std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, bool w4a4, int64_t max_tokens, int64_t sms,
+std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, int64_t max_tokens, int64_t sms,
                                                     const std::function<int(size_t)>& ctas_per_sm);
 
 // The value a lane's slice encodes, decoded back (for tests of the layout): weight of
