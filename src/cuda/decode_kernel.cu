@@ -1250,7 +1250,7 @@ __global__ void __launch_bounds__(kWideWarps * 32, 1) wide_decode_kernel(DecodeP
       int pair;
       const unsigned tile = magic_div(static_cast<unsigned>(t0 + j), p.wide_n1_magic);
       gt = wide_fc1_task(route, static_cast<int>(tile), t0 + j - static_cast<int>(tile) * p.n1_tasks, r, pair);
-      brow0 = pair >= 0 ? (kW4A4 ? pair : pair / p.k) * p.H : -1;  // (act_row)
+      brow0 = pair >= 0 ? act_row(pair, p.k, kW4A4) * p.H : -1;
     } else {
       gt = gemm_task_magic(t0 + j, p.n1_tasks, p.wide_n1_magic, R);
       brow0 = fc1_brow(p, R, gt, r);
