@@ -113,7 +113,7 @@ inline constexpr int kWideFc2NarrowDepth = 8;
 inline constexpr int kWideStagingPieces = std::max(decode_staging_pieces(kWideDepth), decode_staging_pieces(kWideFc2Depth, 1));
 // The largest batch the decode backend gives the wide kernel by default (see setup_wide in
 // decode.cu for the rule and what it was measured against).
-inline constexpr int64_t kDecodeWideTokens = 4;
+inline constexpr int64_t kDecodeWideTokens = 2;
 // 512-byte items of partial results a CTA holds at once: FC2's (one per warp with K ranges per token
 // tile, two per warp with an even split, one per token tile with kWideWarps or more of them), the FC1
 // partial sums (one per warp, of two tiles: two items) after the first kWideSpreadItems of them (the

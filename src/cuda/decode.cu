@@ -242,10 +242,12 @@ class DecodeKernel final : public MoeKernel {
   // fused, 36.1 wide; gpt-oss-120b at two 40.6-40.7 fused, 43.8-44.0 wide. Session 26 (a CTA's two
   // tiles in one pass, one lease, two runs each): at two tokens nemotron 31.9-32.2 fused, 32.1-32.2
   // wide, gpt-oss-120b 39.8-40.1 fused, 40.1-40.4 wide - no gain from moving those batches.
-  // Session 32 (one lease, three alternating runs each, qwen3-30b-a3b, us, fused -> wide): 3 tokens
-  // 29.2 -> 29.0-29.1, 4 tokens 33.6-33.7 -> 31.1, 5 tokens 36.1-36.2 -> 37.7-37.8, 6 tokens 38.0 ->
-  // 38.5-38.6, 8 tokens 48.2-48.4 -> 54.0; W4A4 (two runs) 4 tokens 36.3-36.4 -> 33.3, 5 tokens
-  // 39.1-39.3 -> 39.7-39.8: so kDecodeWideTokens went from 2 to 4.
+  // Session 32 (qwen3-30b-a3b, one lease, two or three runs each, us, fused -> wide): with max_tokens
+  // 8 (the fused grid 5 CTAs per SM) 3 tokens 29.2 -> 29.0-29.1, 4 tokens 33.6-33.7 -> 31.1, 5 tokens
+  // 36.1-36.2 -> 37.7-37.8; but with max_tokens 64 (4 CTAs per SM, the bench's) 3 tokens 27.5-27.6 ->
+  // 29.1, 4 tokens 29.1-29.2 -> 31.1 (W4A4 30.2 -> 31.5, 32.4 -> 33.3). The fused kernel at 4 tokens
+  // is 4.5 us faster with 4 CTAs per SM than with 5 (and 2 us slower at 8 tokens: 50.2 against 48.3),
+  // so which kernel wins at 4 tokens depends on max_tokens; kDecodeWideTokens stays 2.
   void setup_wide(const cudaDeviceProp& prop) {
     const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
     const int64_t tiles = spec_.hidden / 16, sms = prop.multiProcessorCount;
