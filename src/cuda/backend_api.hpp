@@ -111,6 +111,18 @@ inline constexpr int kWideFc2Depth = 4;
 // columns 0 and 1 of h staged - the same pieces as the 4-chunk ring.
 inline constexpr int kWideFc2NarrowDepth = 8;
 inline constexpr int kWideStagingPieces = std::max(decode_staging_pieces(kWideDepth), decode_staging_pieces(kWideFc2Depth, 1));
+// The fused decode kernel's grid (but for the batches decode_launch_shapes gives a larger one) has the
+// shared memory of a routing table for at least kDecodeTableTokens tokens, whatever max_tokens, where
+// that fits and leaves kDecodeTableCtas CTAs per SM (else max_tokens' own table): with max_tokens 8
+// the table of 8 tokens left 5 CTAs per SM instead of the 4 that the benchmarks (max_tokens 64)
+// measure, and was slower in most cells (a shape whose 64-token table leaves 3 keeps its own: not
+// measured). Measured on an H200 (session 32,
+// one lease, two runs each, us, max_tokens 64 -> 8): qwen3-30b-a3b 4 tokens 29.3-29.4 -> 33.8, 8
+// tokens 50.7 -> 48.3; nemotron 2 tokens 31.7-31.8 -> 32.2, 4 tokens 42.0-42.1 -> 42.7-42.8, 8 tokens
+// 72.3-72.5 -> 77.3-77.4; gpt-oss-120b 2 tokens 39.5-39.7 -> 40.2, 4 tokens 65.6-65.8 -> 65.5-65.7, 8
+// tokens 103.6-103.8 -> 120.7-121.4.
+inline constexpr int64_t kDecodeTableTokens = 64;
+inline constexpr int kDecodeTableCtas = 4;
 // The largest batch the decode backend gives the wide kernel by default (see setup_wide in
 // decode.cu for the rule and what it was measured against).
 inline constexpr int64_t kDecodeWideTokens = 2;
