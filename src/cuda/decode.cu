@@ -256,8 +256,8 @@ class DecodeKernel final : public MoeKernel {
   // 8 (the fused grid 5 CTAs per SM) 3 tokens 29.2 -> 29.0-29.1, 4 tokens 33.6-33.7 -> 31.1, 5 tokens
   // 36.1-36.2 -> 37.7-37.8; but with max_tokens 64 (4 CTAs per SM, the bench's) 3 tokens 27.5-27.6 ->
   // 29.1, 4 tokens 29.1-29.2 -> 31.1 (W4A4 30.2 -> 31.5, 32.4 -> 33.3). The fused kernel at 4 tokens
-  // is 4.5 us faster with 4 CTAs per SM than with 5 (and 2 us slower at 8 tokens: 50.2 against 48.3),
-  // so which kernel wins at 4 tokens depends on max_tokens; kDecodeWideTokens stays 2.
+  // is 4.5 us faster with 4 CTAs per SM than with 5 (and 2 us slower at 8 tokens: 50.2 against 48.3);
+  // since kDecodeTableTokens every max_tokens gives it those 4, so kDecodeWideTokens stays 2.
   void setup_wide(const cudaDeviceProp& prop) {
     const int E = static_cast<int>(spec_.experts), k = static_cast<int>(spec_.topk);
     const int64_t tiles = spec_.hidden / 16, sms = prop.multiProcessorCount;
