@@ -4,7 +4,6 @@
 
 #include "cuda/backend_api.hpp"
 #include "cuda/decode_layout.hpp"
-#include "fp4moe/error.hpp"
 #include "fp4moe/format.hpp"
 #include "fp4moe/presets.hpp"
 #include "fp4moe/synthetic.hpp"
@@ -88,6 +87,9 @@ TEST(DecodeLayout, DimsOfRealShapes) {
   EXPECT_EQ(d.expert2_bytes, (3 + 22) * d.n2_tasks * 2 * 512);
 }
 
+// A shared-memory limit above every routing table below (an H100's or H200's 227 KB a CTA).
+constexpr size_t kLimit = 227 * 1024;
+
 // The per-call launch shape (decode_launch_shapes), with a stand-in for the occupancy query: a
 // routing table smaller than max_tokens' fits one more CTA per SM.
 TEST(DecodeLaunchShapes, LargerGridOnlyWhereFc1OverflowsAndTwoRoundsFit) {
@@ -95,7 +97,7 @@ TEST(DecodeLaunchShapes, LargerGridOnlyWhereFc1OverflowsAndTwoRoundsFit) {
   ASSERT_EQ(d.n1_tasks, 180);
   ASSERT_EQ(d.n2_tasks, 90);
   const size_t smem64 = decode_smem_bytes(64 * 4, 128);
-  const auto shapes = decode_launch_shapes(d, 64, 64, 132, [&](size_t smem) { return smem < smem64 ? 5 : 4; });
+  const auto shapes = decode_launch_shapes(d, 64, kLimit, 132, [&](size_t smem) { return smem < smem64 ? 5 : 4; });
   ASSERT_EQ(shapes.size(), 64u);
   // 4 CTAs per SM: 2112 warps. FC1 tasks at their most: 180 per pair. T = 3: 2160 overflow the
   // first round, and all 3309 tasks fit two rounds of 5 CTAs (2640 warps); T = 4: 2880 + 1440 +
@@ -109,25 +111,31 @@ TEST(DecodeLaunchShapes, LargerGridOnlyWhereFc1OverflowsAndTwoRoundsFit) {
   }
 }
 
-// A smaller max_tokens with the table of 64 tokens (kDecodeTableTokens) gets, token count by token
-// count, the shapes of max_tokens 64 - the grid the benchmarks measure - not the extra CTA per SM
-// its own smaller table would allow.
+// A smaller max_tokens gets, token count by token count, the shapes of max_tokens 64 (the table of
+// kDecodeTableTokens tokens) - the grid the benchmarks measure - not the extra CTA per SM its own
+// smaller table would allow; but its own table where the 64-token one exceeds the shared-memory
+// limit or would leave fewer than kDecodeTableCtas CTAs per SM.
 TEST(DecodeLaunchShapes, SmallerMaxTokensKeepTheTableTokensShapes) {
   const DecodeDims d = decode_dims(find_preset("gpt-oss-120b").spec());
-  const size_t smem64 = decode_smem_bytes(64 * 4, 128);
+  const size_t smem64 = decode_smem_bytes(64 * 4, 128), smem8 = decode_smem_bytes(8 * 4, 128);
   auto occupancy = [&](size_t smem) { return smem < smem64 ? 5 : 4; };
-  const auto wide = decode_launch_shapes(d, 64, 64, 132, occupancy);
-  const auto small = decode_launch_shapes(d, 8, 64, 132, occupancy);
-  const auto own = decode_launch_shapes(d, 8, 8, 132, occupancy);
+  const auto wide = decode_launch_shapes(d, 64, kLimit, 132, occupancy);
+  const auto small = decode_launch_shapes(d, 8, kLimit, 132, occupancy);
   ASSERT_EQ(small.size(), 8u);
   for (size_t t = 0; t < small.size(); ++t) {
     EXPECT_EQ(small[t].smem, wide[t].smem) << "T = " << t + 1;
     EXPECT_EQ(small[t].ctas_per_sm, wide[t].ctas_per_sm) << "T = " << t + 1;
     EXPECT_EQ(small[t].fc1_first_round, wide[t].fc1_first_round) << "T = " << t + 1;
   }
-  EXPECT_EQ(own[0].ctas_per_sm, 5);  // its own table: one CTA more at one token
   EXPECT_EQ(small[0].ctas_per_sm, 4);
-  EXPECT_THROW(decode_launch_shapes(d, 8, 4, 132, occupancy), Error);  // a table smaller than max_tokens
+  // the 64-token table over the limit: the own table, one CTA more at one token
+  const auto own = decode_launch_shapes(d, 8, smem64 - 1, 132, occupancy);
+  EXPECT_EQ(own[0].smem, smem8);
+  EXPECT_EQ(own[0].ctas_per_sm, 5);
+  // the 64-token table leaving 3 CTAs per SM: the own table
+  const auto three = decode_launch_shapes(d, 8, kLimit, 132, [&](size_t smem) { return smem < smem64 ? 4 : 3; });
+  EXPECT_EQ(three[0].smem, smem8);
+  EXPECT_EQ(three[0].ctas_per_sm, 4);
 }
 
 // The first round counts FC1 tasks only (W4A4's quantization of x is done in every CTA's prologue,
@@ -137,7 +145,7 @@ TEST(DecodeLaunchShapes, FirstRoundCountsTheFc1Tasks) {
   ASSERT_EQ(d.n1_tasks, 128);
   auto four = [](size_t) { return 4; };
   // 128 SMs x 4 CTAs x 4 warps = 2048 warps; T = 2: 16 pairs, 2048 FC1 tasks; T = 3: 3072
-  const auto shapes = decode_launch_shapes(d, 64, 64, 128, four);
+  const auto shapes = decode_launch_shapes(d, 64, kLimit, 128, four);
   EXPECT_TRUE(shapes[0].fc1_first_round);
   EXPECT_TRUE(shapes[1].fc1_first_round);
   EXPECT_FALSE(shapes[2].fc1_first_round);

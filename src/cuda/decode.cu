@@ -204,28 +204,18 @@ class DecodeKernel final : public MoeKernel {
     const char* pdl = std::getenv("FP4MOE_DECODE_PDL");
     chain_ = prop.major == 9 && fa.binaryVersion >= 90 && !(pdl && std::strcmp(pdl, "0") == 0);
     const size_t smem_limit = prop.sharedMemPerBlockOptin - fa.sharedSizeBytes;  // dynamic, beside the static
-    FP4MOE_CHECK_ARG(decode_smem_bytes(P, E) <= smem_limit, "experts/max_tokens",
-                     detail::concat("a routing table within ", smem_limit, " bytes of shared memory"),
-                     decode_smem_bytes(P, E));
-    raise_dynamic_smem_limit(fn, device_, decode_smem_bytes(P, E));
-    auto per_sm = [&](size_t smem) {
+    const size_t smem_own = decode_smem_bytes(P, E);
+    FP4MOE_CHECK_ARG(smem_own <= smem_limit, "experts/max_tokens",
+                     detail::concat("a routing table within ", smem_limit, " bytes of shared memory"), smem_own);
+    auto per_sm = [&](size_t smem) {  // (the limit raised first: a launch may then use that much)
+      raise_dynamic_smem_limit(fn, device_, smem);
       int n = 0;
       FP4MOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, kDecodeWarps * 32, smem));
       if (n < 1) throw Error("cuda-decode: the kernel cannot be resident with this shape (shared memory)");
       FP4MOE_CHECK_ARG(n <= kDecodeMaxTiers, "device", detail::concat("at most ", kDecodeMaxTiers, " CTAs per SM"), n);
       return n;
     };
-    // the base grid's table: kDecodeTableTokens' where that fits and leaves kDecodeTableCtas CTAs per
-    // SM (backend_api.hpp says why), else max_tokens' own
-    int64_t table_tokens = P / k;
-    if (table_tokens < kDecodeTableTokens) {
-      const size_t smem = decode_smem_bytes(static_cast<int>(kDecodeTableTokens * k), E);
-      if (smem <= smem_limit) {
-        raise_dynamic_smem_limit(fn, device_, smem);
-        if (per_sm(smem) >= kDecodeTableCtas) table_tokens = kDecodeTableTokens;
-      }
-    }
-    shape_ = decode_launch_shapes(dims_, P / k, table_tokens, prop.multiProcessorCount, per_sm);
+    shape_ = decode_launch_shapes(dims_, P / k, smem_limit, prop.multiProcessorCount, per_sm);
     fn_ = fn;
     max_grid_ = 0;
     for (const DecodeLaunchShape& ls : shape_) max_grid_ = std::max<int>(max_grid_, ls.ctas_per_sm * prop.multiProcessorCount);

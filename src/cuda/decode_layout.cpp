@@ -144,16 +144,16 @@ DecodePrepared prepare_decode_weights(const MoeSpec& spec, const uint8_t* w13, c
 // e.g. qwen3-30b-a3b at 16 tokens 74.8 -> 82.3, nemotron at 8 79.8 -> 82.5 (a likely reason,
 // not established: the CTAs' shared memory leaves the SM less L1 - capping those at 4 CTAs by
 // giving each more shared memory was slower still than the 4 CTAs of max_tokens' table, 58.7
-// against 56.2 us at qwen3's 8). The base grid's shared memory is that of table_tokens' routing
-// table (kDecodeTableTokens where it fits: see backend_api.hpp), so a smaller max_tokens gets the
-// shapes measured with 64.
-std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, int64_t max_tokens, int64_t table_tokens,
+// against 56.2 us at qwen3's 8). The base grid's table is that of kDecodeTableTokens tokens where
+// max_tokens is fewer, that table fits smem_limit and it leaves kDecodeTableCtas CTAs per SM (see
+// backend_api.hpp), so a smaller max_tokens gets the shapes measured with 64; else max_tokens' own.
+std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, int64_t max_tokens, size_t smem_limit,
                                                     int64_t sms, const std::function<int(size_t)>& ctas_per_sm) {
-  FP4MOE_CHECK_ARG(table_tokens >= max_tokens, "table_tokens", detail::concat("at least max_tokens (", max_tokens, ")"),
-                   table_tokens);
   const int E = static_cast<int>(d.E);
   const int64_t k = d.k, n1t = d.n1_tasks, n2t = d.n2_tasks;
-  const size_t smem_max = decode_smem_bytes(static_cast<int>(table_tokens * k), E);
+  const size_t table = decode_smem_bytes(static_cast<int>(kDecodeTableTokens * k), E);
+  const bool use_table = max_tokens < kDecodeTableTokens && table <= smem_limit && ctas_per_sm(table) >= kDecodeTableCtas;
+  const size_t smem_max = use_table ? table : decode_smem_bytes(static_cast<int>(max_tokens * k), E);
   const DecodeLaunchShape base{smem_max, ctas_per_sm(smem_max), false};
   std::vector<DecodeLaunchShape> shapes(static_cast<size_t>(max_tokens), base);
   for (int64_t t = 1; t <= max_tokens; ++t) {

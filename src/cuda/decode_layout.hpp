@@ -83,11 +83,10 @@ struct DecodeLaunchShape {
   bool fc1_first_round = false;
 };
 // The launch shape of every token count 1..max_tokens (element T - 1), for a GPU of `sms` SMs;
-// the base grid has the shared memory of a routing table for table_tokens (>= max_tokens) tokens;
-// ctas_per_sm(smem) is how many CTAs of the kernel an SM holds with that much dynamic shared
+// smem_limit is the most dynamic shared memory a CTA may have; ctas_per_sm(smem) is how many CTAs of the kernel an SM holds with that much dynamic shared
 // memory (on a GPU, the occupancy query). The rule, and what it was measured against, is in
 // decode_layout.cpp.
-std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, int64_t max_tokens, int64_t table_tokens,
+std::vector<DecodeLaunchShape> decode_launch_shapes(const DecodeDims& d, int64_t max_tokens, size_t smem_limit,
                                                     int64_t sms, const std::function<int(size_t)>& ctas_per_sm);
 
 // The value a lane's slice encodes, decoded back (for tests of the layout): weight of
